@@ -1,0 +1,50 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both start with `make install`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export DJANGO_SETTINGS_MODULE ?= config.settings
+
+.PHONY: install demo test lint typecheck pytest requirements clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+# Demo: dashboard, Celery worker, Celery beat and the local AWS stand-in, in one foreground process.
+demo: export DJANGO_DEBUG = true
+demo: export AWS_ENDPOINT_URL = http://127.0.0.1:4566
+demo: export AWS_ACCESS_KEY_ID = localaws
+demo: export AWS_SECRET_ACCESS_KEY = localaws
+demo: export AWS_DEFAULT_REGION = us-east-1
+demo: install
+	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/honcho --procfile Procfile.demo start
+
+test: install lint typecheck pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy .
+
+pytest: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Recompile the pinned tree from pyproject.toml without recording any download address.
+requirements:
+	rm -rf var/req-venv && $(PYTHON) -m venv var/req-venv
+	var/req-venv/bin/pip install --quiet ".[dev]"
+	{ echo "# The whole dependency tree, pinned: 'make install' installs exactly this."; \
+	  echo "# Regenerate with 'make requirements' after changing pyproject.toml."; \
+	  var/req-venv/bin/pip freeze --exclude-editable | grep -v -e '^-e' -e '^healthimaging-import-dashboard'; } > requirements.txt
+	rm -rf var/req-venv
+
+clean:
+	rm -rf $(VENV) var

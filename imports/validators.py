@@ -1,0 +1,111 @@
+"""Validators for the identifiers HealthImaging accepts.
+
+The patterns come from the medical-imaging service model (API version 2023-07-19). botocore checks
+none of them client-side, so a bad value would only surface as a ValidationException from AWS.
+Each message says what is wrong and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.core.exceptions import ValidationError
+
+DATASTORE_ID_RE = re.compile(r"[0-9a-z]{32}")
+ROLE_ARN_RE = re.compile(r"arn:aws(-[^:]+)?:iam::[0-9]{12}:role/.+")
+S3_URI_RE = re.compile(r"s3://[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9](/.*)?")
+ACCOUNT_ID_RE = re.compile(r"[0-9]{12}")
+
+# Regions where HealthImaging is offered (AWS general reference, gr/healthimaging).
+HEALTHIMAGING_REGIONS = ("us-east-1", "us-west-2", "ap-southeast-2", "eu-west-1", "eu-west-2")
+
+S3_URI_MAX_LENGTH = 1024
+ROLE_ARN_MIN_LENGTH = 20
+ROLE_ARN_MAX_LENGTH = 2048
+
+
+def validate_datastore_id(value: str) -> None:
+    if not DATASTORE_ID_RE.fullmatch(value):
+        raise ValidationError(
+            "“%(value)s” is not a HealthImaging datastore ID: expected exactly 32 lowercase letters "
+            "and digits (0-9, a-z), as shown in the HealthImaging console.",
+            code="invalid_datastore_id",
+            params={"value": value},
+        )
+
+
+def validate_role_arn(value: str) -> None:
+    if not ROLE_ARN_MIN_LENGTH <= len(value) <= ROLE_ARN_MAX_LENGTH:
+        raise ValidationError(
+            "The role ARN is %(length)d characters long; HealthImaging accepts %(min)d to %(max)d.",
+            code="invalid_role_arn_length",
+            params={"length": len(value), "min": ROLE_ARN_MIN_LENGTH, "max": ROLE_ARN_MAX_LENGTH},
+        )
+    if not ROLE_ARN_RE.fullmatch(value):
+        raise ValidationError(
+            "“%(value)s” is not an IAM role ARN: expected "
+            "arn:aws:iam::<12-digit account>:role/<role name>, for example "
+            "arn:aws:iam::123456789012:role/HealthImagingImportRole.",
+            code="invalid_role_arn",
+            params={"value": value},
+        )
+
+
+def validate_s3_uri(value: str) -> None:
+    if len(value) > S3_URI_MAX_LENGTH:
+        raise ValidationError(
+            "The S3 URI is %(length)d characters long; HealthImaging accepts at most %(max)d.",
+            code="invalid_s3_uri_length",
+            params={"length": len(value), "max": S3_URI_MAX_LENGTH},
+        )
+    if not S3_URI_RE.fullmatch(value):
+        raise ValidationError(
+            "“%(value)s” is not an S3 URI HealthImaging accepts: expected s3://<bucket>/<prefix>, "
+            "where the bucket name is 3-63 lowercase letters, digits, dots or hyphens and starts and "
+            "ends with a letter or digit.",
+            code="invalid_s3_uri",
+            params={"value": value},
+        )
+
+
+def validate_output_s3_uri(value: str) -> None:
+    validate_s3_uri(value)
+    # HealthImaging appends "<datastoreId>-DicomImport-<jobId>/" to the output URI verbatim, so
+    # without a trailing slash the job folder would be glued onto the last path segment.
+    if not value.endswith("/"):
+        raise ValidationError(
+            "The output S3 URI must end with “/”: HealthImaging writes each job's results into a "
+            "folder directly under it (for example s3://bucket/results/).",
+            code="output_s3_uri_without_slash",
+        )
+
+
+def validate_account_id(value: str) -> None:
+    if not ACCOUNT_ID_RE.fullmatch(value):
+        raise ValidationError(
+            "“%(value)s” is not an AWS account ID: expected exactly 12 digits. Leave the field "
+            "empty when the input bucket belongs to the datastore's own account.",
+            code="invalid_account_id",
+            params={"value": value},
+        )
+
+
+def validate_region(value: str) -> None:
+    if value not in HEALTHIMAGING_REGIONS:
+        raise ValidationError(
+            "HealthImaging is not available in “%(value)s”. Choose one of: %(allowed)s.",
+            code="invalid_region",
+            params={"value": value, "allowed": ", ".join(HEALTHIMAGING_REGIONS)},
+        )
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """Split s3://bucket/some/prefix into ("bucket", "some/prefix").
+
+    >>> split_s3_uri("s3://bucket/a/b/")
+    ('bucket', 'a/b/')
+    >>> split_s3_uri("s3://bucket")
+    ('bucket', '')
+    """
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key

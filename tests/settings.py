@@ -1,0 +1,21 @@
+"""Test settings: the real settings module, with a throwaway key and a fast password hasher.
+
+Everything else (database, broker) comes from the environment exactly as in production, so CI runs
+the suite on PostgreSQL and Redis by exporting DATABASE_URL and CELERY_BROKER_URL.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-not-a-secret")
+
+from config.settings import *  # noqa: E402,F403
+from config.settings import BASE_DIR, DATABASES  # noqa: E402
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# A file-backed SQLite test database (not :memory:) so that a Celery worker in another process
+# can open the same database as the test that enqueued its task.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test-db.sqlite3")}
