@@ -78,7 +78,12 @@ class Datastore(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(fields=["region", "datastore_id"], name="unique_datastore_per_region"),
+            models.UniqueConstraint(
+                fields=["region", "datastore_id"],
+                name="unique_datastore_per_region",
+                violation_error_message="This datastore ID is already configured for this region; "
+                "edit the existing entry instead.",
+            ),
         ]
         permissions = [
             ("browse_datastore", "Can browse and scan S3 prefixes"),

@@ -9,11 +9,15 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-not-a-secret")
+# The test client and the live server speak plain HTTP.
+os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "false")
 
 from config.settings import *  # noqa: E402,F403
-from config.settings import BASE_DIR, DATABASES  # noqa: E402
+from config.settings import BASE_DIR, DATABASES, STORAGES  # noqa: E402
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# The manifest storage needs `collectstatic` first; tests serve static files from the source tree.
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
 
 # A file-backed SQLite test database (not :memory:) so that a Celery worker in another process
 # can open the same database as the test that enqueued its task.

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.forms import ModelForm
+from django.http import HttpRequest
+
+from imports import services
+from imports.audit import audit_record
+from imports.models import AuditEvent, Datastore
+
+
+@admin.register(Datastore)
+class DatastoreAdmin(admin.ModelAdmin[Datastore]):
+    list_display = ["name", "region", "datastore_id", "input_s3_uri", "output_s3_uri", "enabled", "updated_at"]
+    list_filter = ["enabled", "region"]
+    search_fields = ["name", "datastore_id", "role_arn", "input_s3_uri", "output_s3_uri"]
+    readonly_fields = ["created_at", "updated_at"]
+    actions = ["check_connection"]
+    fieldsets = [
+        (None, {"fields": ["name", "enabled"]}),
+        ("HealthImaging", {"fields": ["region", "datastore_id", "role_arn"]}),
+        ("S3", {"fields": ["input_s3_uri", "output_s3_uri", "input_owner_account_id"]}),
+        ("Service quotas", {"fields": ["max_files_per_job", "max_bytes_per_job"]}),
+        ("History", {"fields": ["created_at", "updated_at"]}),
+    ]
+
+    def save_model(self, request: HttpRequest, obj: Datastore, form: ModelForm[Datastore], change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        audit_record(
+            actor=request.user,
+            action=AuditEvent.Action.DATASTORE_CHANGED if change else AuditEvent.Action.DATASTORE_CREATED,
+            target=obj,
+            summary=f"{'Changed' if change else 'Created'} datastore “{obj.name}”",
+            details={"changed_fields": form.changed_data},
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Datastore) -> None:
+        audit_record(
+            actor=request.user,
+            action=AuditEvent.Action.DATASTORE_DELETED,
+            target=obj,
+            summary=f"Deleted datastore “{obj.name}” ({obj.region}/{obj.datastore_id})",
+        )
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Datastore]) -> None:
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+    @admin.action(description="Check connection", permissions=["check"])
+    def check_connection(self, request: HttpRequest, queryset: QuerySet[Datastore]) -> None:
+        for datastore in queryset:
+            for result in services.datastore_check_connection(datastore=datastore, actor=request.user):
+                level = messages.SUCCESS if result.ok else messages.ERROR
+                self.message_user(request, f"{datastore.name} · {result.name}: {result.message}", level)
+
+    def has_check_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("imports.check_datastore")
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
+    list_display = ["created_at", "actor_username", "action", "summary"]
+    list_filter = ["action"]
+    search_fields = ["actor_username", "summary", "target_id"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

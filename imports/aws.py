@@ -1,0 +1,216 @@
+"""The dashboard's only door to AWS.
+
+Every boto3 call goes through this module. It builds cached clients from settings (region, timeouts,
+retry policy; boto3 itself reads AWS_ENDPOINT_URL and credentials from the environment), exposes a
+handful of domain functions, and turns AWS errors into `AwsError`s whose message an administrator
+can act on.
+
+IAM permissions the dashboard's own credentials need:
+- medical-imaging:GetDatastore, medical-imaging:ListDatastores
+- medical-imaging:StartDICOMImportJob, medical-imaging:GetDICOMImportJob, medical-imaging:ListDICOMImportJobs
+- iam:PassRole on each datastore's data access role (StartDICOMImportJob passes it to HealthImaging)
+- s3:ListBucket on the input and output buckets
+- s3:GetObject on the input prefixes (headers, JSON metadata files) and the output prefixes (job results)
+- s3:PutObject on the input prefixes (metadata files written in the browser) and s3:PutObject,
+  s3:DeleteObject on the output prefixes (the "Check connection" marker object)
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+from django.conf import settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_medical_imaging import HealthImagingClient
+    from mypy_boto3_s3 import S3Client
+
+
+class AwsError(Exception):
+    """An AWS call failed; `str(error)` is a sentence for the administrator."""
+
+    code = "Error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class AccessDenied(AwsError):
+    code = "AccessDenied"
+
+
+class NotFound(AwsError):
+    code = "NotFound"
+
+
+class Throttled(AwsError):
+    code = "Throttling"
+
+
+class Unreachable(AwsError):
+    """No answer at all: endpoint down, DNS, TLS, timeouts or no credentials."""
+
+    code = "Unreachable"
+
+
+_ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+_NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "ResourceNotFoundException", "404", "NotFound"}
+_THROTTLED = {"ThrottlingException", "SlowDown", "TooManyRequestsException", "RequestLimitExceeded"}
+
+
+def _translate(error: Exception, doing: str) -> AwsError:
+    """Turn a botocore exception into an AwsError whose message starts with what we were doing."""
+    if isinstance(error, ClientError):
+        code = str(error.response.get("Error", {}).get("Code", "Error"))
+        detail = str(error.response.get("Error", {}).get("Message") or "").strip()
+        text = f"{doing}: {code}" + (f" ({detail})" if detail and detail != code else "")
+        if code in _ACCESS_DENIED:
+            return AccessDenied(text, code=code)
+        if code in _NOT_FOUND:
+            return NotFound(text, code=code)
+        if code in _THROTTLED:
+            return Throttled(text, code=code)
+        return AwsError(text, code=code)
+    if isinstance(error, NoCredentialsError):
+        return Unreachable(
+            f"{doing}: no AWS credentials were found. Give the dashboard an instance role, or set "
+            "AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.",
+            code="NoCredentials",
+        )
+    if isinstance(error, EndpointConnectionError):
+        return Unreachable(f"{doing}: could not connect to {error.kwargs.get('endpoint_url', 'the AWS endpoint')}.")
+    return Unreachable(f"{doing}: {error}")
+
+
+_AWS_ERRORS = (ClientError, BotoCoreError)
+
+
+@functools.cache
+def _client(service: str, region: str) -> Any:
+    config = Config(
+        region_name=region,
+        connect_timeout=settings.AWS_CONNECT_TIMEOUT,
+        read_timeout=settings.AWS_READ_TIMEOUT,
+        retries={"mode": "standard", "max_attempts": settings.AWS_MAX_ATTEMPTS},
+        # HealthImaging's image-set operations carry a "runtime-" host prefix that would break a
+        # custom endpoint such as localaws; the job operations have none, so this changes nothing on AWS.
+        inject_host_prefix=False,
+        max_pool_connections=64,
+    )
+    # A session per client: boto3's default session is not thread-safe to create clients from.
+    return boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
+
+
+def s3_client(region: str) -> S3Client:
+    client: S3Client = _client("s3", region)
+    return client
+
+
+def healthimaging_client(region: str) -> HealthImagingClient:
+    client: HealthImagingClient = _client("medical-imaging", region)
+    return client
+
+
+def reset_clients() -> None:
+    """Forget cached clients, so a changed environment (endpoint, credentials) takes effect."""
+    _client.cache_clear()
+
+
+# --- HealthImaging --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatastoreInfo:
+    datastore_id: str
+    name: str
+    status: str
+    arn: str
+
+
+def datastore_describe(*, region: str, datastore_id: str) -> DatastoreInfo:
+    try:
+        response = healthimaging_client(region).get_datastore(datastoreId=datastore_id)
+    except _AWS_ERRORS as error:
+        raise _translate(error, f"GetDatastore {datastore_id} in {region}") from error
+    properties = response["datastoreProperties"]
+    return DatastoreInfo(
+        datastore_id=properties["datastoreId"],
+        name=properties["datastoreName"],
+        status=properties["datastoreStatus"],
+        arn=properties.get("datastoreArn", ""),
+    )
+
+
+# --- S3 -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class S3Object:
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime | None
+
+
+@dataclass(frozen=True)
+class S3ListPage:
+    folders: list[str]
+    objects: list[S3Object]
+    next_token: str | None
+
+
+def s3_list_page(
+    *,
+    region: str,
+    bucket: str,
+    prefix: str,
+    delimiter: str | None = "/",
+    token: str | None = None,
+    max_keys: int = 1000,
+) -> S3ListPage:
+    """One ListObjectsV2 page: never more than `max_keys` entries, so big prefixes cost the same."""
+    params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": max_keys}
+    if delimiter:
+        params["Delimiter"] = delimiter
+    if token:
+        params["ContinuationToken"] = token
+    try:
+        response = s3_client(region).list_objects_v2(**params)
+    except _AWS_ERRORS as error:
+        raise _translate(error, f"Listing s3://{bucket}/{prefix}") from error
+    return S3ListPage(
+        folders=[entry["Prefix"] for entry in response.get("CommonPrefixes", [])],
+        objects=[
+            S3Object(
+                key=entry["Key"],
+                size=entry["Size"],
+                etag=entry["ETag"].strip('"'),
+                last_modified=entry.get("LastModified"),
+            )
+            for entry in response.get("Contents", [])
+        ],
+        next_token=response.get("NextContinuationToken") if response.get("IsTruncated") else None,
+    )
+
+
+def s3_put_object(*, region: str, bucket: str, key: str, body: bytes, content_type: str) -> str:
+    try:
+        response = s3_client(region).put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+    except _AWS_ERRORS as error:
+        raise _translate(error, f"Writing s3://{bucket}/{key}") from error
+    return response["ETag"].strip('"')
+
+
+def s3_delete_object(*, region: str, bucket: str, key: str) -> None:
+    try:
+        s3_client(region).delete_object(Bucket=bucket, Key=key)
+    except _AWS_ERRORS as error:
+        raise _translate(error, f"Deleting s3://{bucket}/{key}") from error

@@ -1,0 +1,130 @@
+"""Business rules. Views, admin actions, management commands and tasks call these functions."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
+
+from imports import aws
+from imports.audit import audit_record
+from imports.models import AuditEvent, Datastore
+from imports.validators import split_s3_uri
+
+Actor = AbstractBaseUser | AnonymousUser | None
+
+
+# --- Datastores -----------------------------------------------------------------------------
+
+
+def datastore_create(*, actor: Actor, **fields: Any) -> Datastore:
+    """Validate and save a datastore. Raises ValidationError naming each bad field; saves nothing then."""
+    datastore = Datastore(**fields)
+    datastore.full_clean()
+    with transaction.atomic():
+        datastore.save()
+        audit_record(
+            actor=actor,
+            action=AuditEvent.Action.DATASTORE_CREATED,
+            target=datastore,
+            summary=f"Created datastore “{datastore.name}” ({datastore.region}/{datastore.datastore_id})",
+        )
+    return datastore
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    message: str
+
+
+def datastore_check_connection(*, datastore: Datastore, actor: Actor) -> list[CheckResult]:
+    """Check, with the dashboard's credentials, what an import into this datastore will need.
+
+    1. GetDatastore answers and the datastore is ACTIVE (StartDICOMImportJob needs ACTIVE).
+    2. The input prefix can be listed (browsing and scanning need s3:ListBucket).
+    3. A marker object can be written then deleted under the output prefix (job results land there).
+    Every outcome is a sentence; nothing here raises for an AWS failure.
+    """
+    results = [
+        _check_datastore_active(datastore),
+        _check_input_listable(datastore),
+        _check_output_writable(datastore),
+    ]
+    audit_record(
+        actor=actor,
+        action=AuditEvent.Action.DATASTORE_CHECKED,
+        target=datastore,
+        summary=f"Checked connection of “{datastore.name}”: "
+        + ("all checks passed" if all(r.ok for r in results) else "problems found"),
+        details={"results": [{"name": r.name, "ok": r.ok, "message": r.message} for r in results]},
+    )
+    return results
+
+
+def _check_datastore_active(datastore: Datastore) -> CheckResult:
+    name = "Datastore"
+    try:
+        info = aws.datastore_describe(region=datastore.region, datastore_id=datastore.datastore_id)
+    except aws.NotFound:
+        return CheckResult(
+            name,
+            False,
+            f"There is no datastore {datastore.datastore_id} in {datastore.region}: check the ID and the region.",
+        )
+    except aws.AccessDenied as error:
+        return CheckResult(
+            name, False, f"The dashboard may not call medical-imaging:GetDatastore ({error.code}): {error}"
+        )
+    except aws.AwsError as error:
+        return CheckResult(name, False, f"HealthImaging did not answer: {error}")
+    if info.status != "ACTIVE":
+        return CheckResult(
+            name, False, f"Datastore “{info.name}” is {info.status}; imports need it to be ACTIVE."
+        )
+    return CheckResult(name, True, f"Datastore “{info.name}” is ACTIVE.")
+
+
+def _check_input_listable(datastore: Datastore) -> CheckResult:
+    name = "Input prefix"
+    bucket, prefix = split_s3_uri(datastore.input_s3_uri)
+    try:
+        page = aws.s3_list_page(region=datastore.region, bucket=bucket, prefix=prefix, max_keys=1)
+    except aws.AccessDenied as error:
+        return CheckResult(name, False, f"The dashboard cannot list {datastore.input_s3_uri}: {error.code}.")
+    except aws.NotFound as error:
+        return CheckResult(name, False, f"Bucket “{bucket}” does not exist ({error.code}).")
+    except aws.AwsError as error:
+        return CheckResult(name, False, f"S3 did not answer: {error}")
+    if not page.objects and not page.folders:
+        return CheckResult(name, True, f"{datastore.input_s3_uri} can be listed; it is empty for now.")
+    return CheckResult(name, True, f"{datastore.input_s3_uri} can be listed.")
+
+
+def _check_output_writable(datastore: Datastore) -> CheckResult:
+    name = "Output prefix"
+    bucket, prefix = split_s3_uri(datastore.output_s3_uri)
+    key = f"{prefix}.dashboard-connection-check-{uuid.uuid4().hex}"
+    try:
+        aws.s3_put_object(
+            region=datastore.region, bucket=bucket, key=key, body=b"connection check\n", content_type="text/plain"
+        )
+    except aws.AccessDenied as error:
+        return CheckResult(name, False, f"The dashboard cannot write to {datastore.output_s3_uri}: {error.code}.")
+    except aws.NotFound as error:
+        return CheckResult(name, False, f"Bucket “{bucket}” does not exist ({error.code}).")
+    except aws.AwsError as error:
+        return CheckResult(name, False, f"S3 did not answer: {error}")
+    try:
+        aws.s3_delete_object(region=datastore.region, bucket=bucket, key=key)
+    except aws.AwsError as error:
+        return CheckResult(
+            name,
+            False,
+            f"The dashboard wrote s3://{bucket}/{key} but cannot delete it ({error.code}); delete it by hand.",
+        )
+    return CheckResult(name, True, f"{datastore.output_s3_uri} is writable (a test object was written and deleted).")

@@ -1,0 +1,183 @@
+"""A small fixed world: alice the operator, bob the viewer, carol the administrator.
+
+Services: the tests use whatever DATABASE_URL and CELERY_BROKER_URL say (PostgreSQL and Redis in
+CI, SQLite and the file-system broker on a bare machine). With CI=true, a test whose service or tool
+is missing fails instead of skipping, so CI cannot pass by testing less.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import connection
+from django.test import Client
+
+from imports import aws
+from imports.models import Datastore
+from imports.roles import ADMINISTRATOR, OPERATOR, VIEWER
+
+pytest_plugins: list[str] = []  # localaws.testing is registered once it lands
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse battery staple"
+
+
+def missing_service(reason: str) -> NoReturn:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI needs this, but it is missing: {reason}")
+    pytest.skip(reason)
+
+
+def _user(username: str, role: str | None) -> User:
+    user = User.objects.create_user(username, f"{username}@example.org", PASSWORD)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def alice(db: None) -> User:
+    return _user("alice", OPERATOR)
+
+
+@pytest.fixture
+def bob(db: None) -> User:
+    return _user("bob", VIEWER)
+
+
+@pytest.fixture
+def carol(db: None) -> User:
+    return _user("carol", ADMINISTRATOR)
+
+
+@pytest.fixture
+def nobody(db: None) -> User:
+    """Signed in, but in no role."""
+    return _user("nobody", None)
+
+
+def _client_for(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def client_alice(alice: User) -> Client:
+    return _client_for(alice)
+
+
+@pytest.fixture
+def client_bob(bob: User) -> Client:
+    return _client_for(bob)
+
+
+@pytest.fixture
+def client_carol(carol: User) -> Client:
+    return _client_for(carol)
+
+
+@pytest.fixture
+def datastore(db: None) -> Datastore:
+    return Datastore.objects.create(
+        name="Radiology",
+        region="us-east-1",
+        datastore_id="0123456789abcdef0123456789abcdef",
+        role_arn="arn:aws:iam::123456789012:role/HealthImagingImportRole",
+        input_s3_uri="s3://dicom-input/incoming/",
+        output_s3_uri="s3://dicom-output/results/",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_aws_clients() -> Iterator[None]:
+    """Each test builds its clients from its own environment (endpoint, credentials)."""
+    aws.reset_clients()
+    yield
+    aws.reset_clients()
+
+
+# --- A real Celery worker -------------------------------------------------------------------
+
+
+def _database_url_for_worker() -> str:
+    settings = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{settings['NAME']}"
+    if connection.vendor == "postgresql":
+        user = settings.get("USER") or "postgres"
+        password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
+        host = settings.get("HOST") or "127.0.0.1"
+        port = settings.get("PORT") or 5432
+        return f"postgres://{user}{password}@{host}:{port}/{settings['NAME']}"
+    raise RuntimeError(f"No worker database URL for {connection.vendor}")
+
+
+class WorkerProcess:
+    def __init__(self, process: subprocess.Popen[bytes], queue: str, log: Path) -> None:
+        self.process = process
+        self.queue = queue
+        self.log = log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(
+    django_db_setup: None, django_db_blocker: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    """A `celery worker` in its own process, on the configured broker and the test database.
+
+    It listens on a queue of its own so that it never takes messages meant for another worker
+    (a demo running on the same machine, say).
+    """
+    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        database_url = _database_url_for_worker()
+    queue = f"tests-{uuid.uuid4().hex[:8]}"
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": database_url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [
+        sys.executable, "-m", "celery", "-A", "config", "worker", "-P", "solo", "-Q", queue,
+        "-I", "tests.worker_tasks", "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "-l", "INFO", "-n", f"{queue}@%h",
+    ]  # fmt: skip
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    worker = WorkerProcess(process, queue, log)
+    deadline = time.monotonic() + 60
+    while "ready." not in worker.output():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            missing_service(f"the Celery worker did not start:\n{worker.output()[-3000:]}")
+        time.sleep(0.2)
+    yield worker
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def wait_for(predicate: object, *, timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> None:
+    """Poll `predicate()` until it is truthy; fail with `what` after `timeout` seconds."""
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"Timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
