@@ -15,7 +15,9 @@ class DashboardAdminSite(admin.AdminSite):
         # Membership of the Administrator role (its "administer" permission) opens the admin site,
         # so nobody has to remember to tick "staff status" as well.
         user = request.user
-        return bool(user.is_active and (user.is_staff or user.has_perm("imports.administer")))
+        return bool(
+            user.is_active and (user.is_staff or user.has_perm("imports.administer"))
+        )
 
 
 class DashboardAdminConfig(AdminConfig):

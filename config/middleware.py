@@ -5,7 +5,8 @@ from collections.abc import Callable
 from django.conf import settings
 from django.contrib.auth import middleware as auth_middleware
 from django.contrib.auth.views import redirect_to_login
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http.response import HttpResponseBase
 from django_htmx.http import HttpResponseClientRedirect
 
 
@@ -17,7 +18,9 @@ class ContentSecurityPolicyMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        response.headers.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
+        response.headers.setdefault(
+            "Content-Security-Policy", settings.CONTENT_SECURITY_POLICY
+        )
         return response
 
 
@@ -28,9 +31,18 @@ class LoginRequiredMiddleware(auth_middleware.LoginRequiredMiddleware):
     into a fragment; HX-Redirect makes htmx load the login page as a whole page instead.
     """
 
-    def handle_no_permission(self, request: HttpRequest, view_func: Callable[..., HttpResponse]) -> HttpResponse:
+    def handle_no_permission(
+        self, request: HttpRequest, view_func: Callable[..., HttpResponseBase]
+    ) -> HttpResponseRedirect:
         if getattr(request, "htmx", False):
-            current_url = request.headers.get("HX-Current-URL") or request.get_full_path()
-            login = redirect_to_login(current_url, self.get_login_url(view_func), self.get_redirect_field_name(view_func))
-            return HttpResponseClientRedirect(login["Location"])
+            current_url = (
+                request.headers.get("HX-Current-URL") or request.get_full_path()
+            )
+            login = redirect_to_login(
+                current_url,
+                self.get_login_url(view_func),
+                self.get_redirect_field_name(view_func),
+            )
+            # A 200 with HX-Redirect, which the stubs do not count as a redirect response.
+            return HttpResponseClientRedirect(login["Location"])  # type: ignore[return-value]
         return super().handle_no_permission(request, view_func)

@@ -14,9 +14,23 @@ from imports.models import AuditEvent, Datastore
 
 @admin.register(Datastore)
 class DatastoreAdmin(admin.ModelAdmin[Datastore]):
-    list_display = ["name", "region", "datastore_id", "input_s3_uri", "output_s3_uri", "enabled", "updated_at"]
+    list_display = [
+        "name",
+        "region",
+        "datastore_id",
+        "input_s3_uri",
+        "output_s3_uri",
+        "enabled",
+        "updated_at",
+    ]
     list_filter = ["enabled", "region"]
-    search_fields = ["name", "datastore_id", "role_arn", "input_s3_uri", "output_s3_uri"]
+    search_fields = [
+        "name",
+        "datastore_id",
+        "role_arn",
+        "input_s3_uri",
+        "output_s3_uri",
+    ]
     readonly_fields = ["created_at", "updated_at"]
     actions = ["check_connection"]
     fieldsets = [
@@ -27,11 +41,19 @@ class DatastoreAdmin(admin.ModelAdmin[Datastore]):
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
 
-    def save_model(self, request: HttpRequest, obj: Datastore, form: ModelForm[Datastore], change: bool) -> None:
+    def save_model(
+        self,
+        request: HttpRequest,
+        obj: Datastore,
+        form: ModelForm[Datastore],
+        change: bool,
+    ) -> None:
         super().save_model(request, obj, form, change)
         audit_record(
             actor=request.user,
-            action=AuditEvent.Action.DATASTORE_CHANGED if change else AuditEvent.Action.DATASTORE_CREATED,
+            action=AuditEvent.Action.DATASTORE_CHANGED
+            if change
+            else AuditEvent.Action.DATASTORE_CREATED,
             target=obj,
             summary=f"{'Changed' if change else 'Created'} datastore “{obj.name}”",
             details={"changed_fields": form.changed_data},
@@ -46,16 +68,26 @@ class DatastoreAdmin(admin.ModelAdmin[Datastore]):
         )
         super().delete_model(request, obj)
 
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Datastore]) -> None:
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[Datastore]
+    ) -> None:
         for obj in queryset:
             self.delete_model(request, obj)
 
     @admin.action(description="Check connection", permissions=["check"])
-    def check_connection(self, request: HttpRequest, queryset: QuerySet[Datastore]) -> None:
+    def check_connection(
+        self, request: HttpRequest, queryset: QuerySet[Datastore]
+    ) -> None:
         for datastore in queryset:
-            for result in services.datastore_check_connection(datastore=datastore, actor=request.user):
+            for result in services.datastore_check_connection(
+                datastore=datastore, actor=request.user
+            ):
                 level = messages.SUCCESS if result.ok else messages.ERROR
-                self.message_user(request, f"{datastore.name} · {result.name}: {result.message}", level)
+                self.message_user(
+                    request,
+                    f"{datastore.name} · {result.name}: {result.message}",
+                    level,
+                )
 
     def has_check_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("imports.check_datastore")

@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+)
 from django.conf import settings
 
 if TYPE_CHECKING:
@@ -61,9 +66,26 @@ class Unreachable(AwsError):
     code = "Unreachable"
 
 
-_ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
-_NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "ResourceNotFoundException", "404", "NotFound"}
-_THROTTLED = {"ThrottlingException", "SlowDown", "TooManyRequestsException", "RequestLimitExceeded"}
+_ACCESS_DENIED = {
+    "AccessDenied",
+    "AccessDeniedException",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+}
+_NOT_FOUND = {
+    "NoSuchBucket",
+    "NoSuchKey",
+    "ResourceNotFoundException",
+    "404",
+    "NotFound",
+}
+_THROTTLED = {
+    "ThrottlingException",
+    "SlowDown",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+}
 
 
 def _translate(error: Exception, doing: str) -> AwsError:
@@ -71,7 +93,9 @@ def _translate(error: Exception, doing: str) -> AwsError:
     if isinstance(error, ClientError):
         code = str(error.response.get("Error", {}).get("Code", "Error"))
         detail = str(error.response.get("Error", {}).get("Message") or "").strip()
-        text = f"{doing}: {code}" + (f" ({detail})" if detail and detail != code else "")
+        text = f"{doing}: {code}" + (
+            f" ({detail})" if detail and detail != code else ""
+        )
         if code in _ACCESS_DENIED:
             return AccessDenied(text, code=code)
         if code in _NOT_FOUND:
@@ -86,7 +110,9 @@ def _translate(error: Exception, doing: str) -> AwsError:
             code="NoCredentials",
         )
     if isinstance(error, EndpointConnectionError):
-        return Unreachable(f"{doing}: could not connect to {error.kwargs.get('endpoint_url', 'the AWS endpoint')}.")
+        return Unreachable(
+            f"{doing}: could not connect to {error.kwargs.get('endpoint_url', 'the AWS endpoint')}."
+        )
     return Unreachable(f"{doing}: {error}")
 
 
@@ -197,13 +223,19 @@ def s3_list_page(
             )
             for entry in response.get("Contents", [])
         ],
-        next_token=response.get("NextContinuationToken") if response.get("IsTruncated") else None,
+        next_token=response.get("NextContinuationToken")
+        if response.get("IsTruncated")
+        else None,
     )
 
 
-def s3_put_object(*, region: str, bucket: str, key: str, body: bytes, content_type: str) -> str:
+def s3_put_object(
+    *, region: str, bucket: str, key: str, body: bytes, content_type: str
+) -> str:
     try:
-        response = s3_client(region).put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+        response = s3_client(region).put_object(
+            Bucket=bucket, Key=key, Body=body, ContentType=content_type
+        )
     except _AWS_ERRORS as error:
         raise _translate(error, f"Writing s3://{bucket}/{key}") from error
     return response["ETag"].strip('"')

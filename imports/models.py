@@ -71,7 +71,9 @@ class Datastore(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(10 * GB)],
         help_text="Service quota on the total size of a job (10 GB, not adjustable).",
     )
-    enabled = models.BooleanField(default=True, help_text="Disabled datastores are hidden from operators.")
+    enabled = models.BooleanField(
+        default=True, help_text="Disabled datastores are hidden from operators."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -115,7 +117,9 @@ class AuditEvent(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # The username is copied so the trail survives the deletion of the account.
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
     actor_username = models.CharField(max_length=150)
     action = models.CharField(max_length=64, choices=Action.choices, db_index=True)
     target_type = models.CharField(max_length=64, blank=True)
@@ -125,7 +129,9 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["target_type", "target_id"], name="audit_target_idx")]
+        indexes = [
+            models.Index(fields=["target_type", "target_id"], name="audit_target_idx")
+        ]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_username}: {self.summary}"

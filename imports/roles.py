@@ -21,12 +21,20 @@ ADMIN_AUTH_MODELS = ("user", "group")
 NEVER_GRANTED = ("add_auditevent", "change_auditevent", "delete_auditevent")
 
 
-def role_permission_codenames(role: str, available: set[tuple[str, str]]) -> set[tuple[str, str]]:
+def role_permission_codenames(
+    role: str, available: set[tuple[str, str]]
+) -> set[tuple[str, str]]:
     """The (app_label, codename) pairs a role holds, from the permissions that exist."""
-    viewer = {(app, code) for app, code in available if app == "imports" and code.startswith("view_")}
+    viewer = {
+        (app, code)
+        for app, code in available
+        if app == "imports" and code.startswith("view_")
+    }
     if role == VIEWER:
         return viewer
-    operator = viewer | {("imports", code) for code in OPERATOR_EXTRA if ("imports", code) in available}
+    operator = viewer | {
+        ("imports", code) for code in OPERATOR_EXTRA if ("imports", code) in available
+    }
     if role == OPERATOR:
         return operator
     if role == ADMINISTRATOR:
@@ -35,7 +43,11 @@ def role_permission_codenames(role: str, available: set[tuple[str, str]]) -> set
             for app, code in available
             if app == "auth" and code.rsplit("_", 1)[-1] in ADMIN_AUTH_MODELS
         }
-        imports = {(app, code) for app, code in available if app == "imports" and code not in NEVER_GRANTED}
+        imports = {
+            (app, code)
+            for app, code in available
+            if app == "imports" and code not in NEVER_GRANTED
+        }
         return operator | imports | auth
     raise ValueError(f"Unknown role {role!r}; expected one of {', '.join(ROLES)}.")
 
@@ -55,9 +67,9 @@ def sync_role_groups(apps: Any, schema_editor: Any = None) -> None:
     permission_model = apps.get_model("auth", "Permission")
     permissions = {
         (p.content_type.app_label, p.codename): p
-        for p in permission_model.objects.filter(content_type__app_label__in=("imports", "auth")).select_related(
-            "content_type"
-        )
+        for p in permission_model.objects.filter(
+            content_type__app_label__in=("imports", "auth")
+        ).select_related("content_type")
     }
     for role in ROLES:
         group, _ = group_model.objects.get_or_create(name=role)

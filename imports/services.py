@@ -42,7 +42,9 @@ class CheckResult:
     message: str
 
 
-def datastore_check_connection(*, datastore: Datastore, actor: Actor) -> list[CheckResult]:
+def datastore_check_connection(
+    *, datastore: Datastore, actor: Actor
+) -> list[CheckResult]:
     """Check, with the dashboard's credentials, what an import into this datastore will need.
 
     1. GetDatastore answers and the datastore is ACTIVE (StartDICOMImportJob needs ACTIVE).
@@ -61,7 +63,11 @@ def datastore_check_connection(*, datastore: Datastore, actor: Actor) -> list[Ch
         target=datastore,
         summary=f"Checked connection of “{datastore.name}”: "
         + ("all checks passed" if all(r.ok for r in results) else "problems found"),
-        details={"results": [{"name": r.name, "ok": r.ok, "message": r.message} for r in results]},
+        details={
+            "results": [
+                {"name": r.name, "ok": r.ok, "message": r.message} for r in results
+            ]
+        },
     )
     return results
 
@@ -69,7 +75,9 @@ def datastore_check_connection(*, datastore: Datastore, actor: Actor) -> list[Ch
 def _check_datastore_active(datastore: Datastore) -> CheckResult:
     name = "Datastore"
     try:
-        info = aws.datastore_describe(region=datastore.region, datastore_id=datastore.datastore_id)
+        info = aws.datastore_describe(
+            region=datastore.region, datastore_id=datastore.datastore_id
+        )
     except aws.NotFound:
         return CheckResult(
             name,
@@ -78,13 +86,17 @@ def _check_datastore_active(datastore: Datastore) -> CheckResult:
         )
     except aws.AccessDenied as error:
         return CheckResult(
-            name, False, f"The dashboard may not call medical-imaging:GetDatastore ({error.code}): {error}"
+            name,
+            False,
+            f"The dashboard may not call medical-imaging:GetDatastore ({error.code}): {error}",
         )
     except aws.AwsError as error:
         return CheckResult(name, False, f"HealthImaging did not answer: {error}")
     if info.status != "ACTIVE":
         return CheckResult(
-            name, False, f"Datastore “{info.name}” is {info.status}; imports need it to be ACTIVE."
+            name,
+            False,
+            f"Datastore “{info.name}” is {info.status}; imports need it to be ACTIVE.",
         )
     return CheckResult(name, True, f"Datastore “{info.name}” is ACTIVE.")
 
@@ -93,15 +105,25 @@ def _check_input_listable(datastore: Datastore) -> CheckResult:
     name = "Input prefix"
     bucket, prefix = split_s3_uri(datastore.input_s3_uri)
     try:
-        page = aws.s3_list_page(region=datastore.region, bucket=bucket, prefix=prefix, max_keys=1)
+        page = aws.s3_list_page(
+            region=datastore.region, bucket=bucket, prefix=prefix, max_keys=1
+        )
     except aws.AccessDenied as error:
-        return CheckResult(name, False, f"The dashboard cannot list {datastore.input_s3_uri}: {error.code}.")
+        return CheckResult(
+            name,
+            False,
+            f"The dashboard cannot list {datastore.input_s3_uri}: {error.code}.",
+        )
     except aws.NotFound as error:
-        return CheckResult(name, False, f"Bucket “{bucket}” does not exist ({error.code}).")
+        return CheckResult(
+            name, False, f"Bucket “{bucket}” does not exist ({error.code})."
+        )
     except aws.AwsError as error:
         return CheckResult(name, False, f"S3 did not answer: {error}")
     if not page.objects and not page.folders:
-        return CheckResult(name, True, f"{datastore.input_s3_uri} can be listed; it is empty for now.")
+        return CheckResult(
+            name, True, f"{datastore.input_s3_uri} can be listed; it is empty for now."
+        )
     return CheckResult(name, True, f"{datastore.input_s3_uri} can be listed.")
 
 
@@ -111,12 +133,22 @@ def _check_output_writable(datastore: Datastore) -> CheckResult:
     key = f"{prefix}.dashboard-connection-check-{uuid.uuid4().hex}"
     try:
         aws.s3_put_object(
-            region=datastore.region, bucket=bucket, key=key, body=b"connection check\n", content_type="text/plain"
+            region=datastore.region,
+            bucket=bucket,
+            key=key,
+            body=b"connection check\n",
+            content_type="text/plain",
         )
     except aws.AccessDenied as error:
-        return CheckResult(name, False, f"The dashboard cannot write to {datastore.output_s3_uri}: {error.code}.")
+        return CheckResult(
+            name,
+            False,
+            f"The dashboard cannot write to {datastore.output_s3_uri}: {error.code}.",
+        )
     except aws.NotFound as error:
-        return CheckResult(name, False, f"Bucket “{bucket}” does not exist ({error.code}).")
+        return CheckResult(
+            name, False, f"Bucket “{bucket}” does not exist ({error.code})."
+        )
     except aws.AwsError as error:
         return CheckResult(name, False, f"S3 did not answer: {error}")
     try:
@@ -127,4 +159,8 @@ def _check_output_writable(datastore: Datastore) -> CheckResult:
             False,
             f"The dashboard wrote s3://{bucket}/{key} but cannot delete it ({error.code}); delete it by hand.",
         )
-    return CheckResult(name, True, f"{datastore.output_s3_uri} is writable (a test object was written and deleted).")
+    return CheckResult(
+        name,
+        True,
+        f"{datastore.output_s3_uri} is writable (a test object was written and deleted).",
+    )

@@ -17,7 +17,13 @@ S3_URI_RE = re.compile(r"s3://[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9](/.*)?")
 ACCOUNT_ID_RE = re.compile(r"[0-9]{12}")
 
 # Regions where HealthImaging is offered (AWS general reference, gr/healthimaging).
-HEALTHIMAGING_REGIONS = ("us-east-1", "us-west-2", "ap-southeast-2", "eu-west-1", "eu-west-2")
+HEALTHIMAGING_REGIONS = (
+    "us-east-1",
+    "us-west-2",
+    "ap-southeast-2",
+    "eu-west-1",
+    "eu-west-2",
+)
 
 S3_URI_MAX_LENGTH = 1024
 ROLE_ARN_MIN_LENGTH = 20
@@ -39,7 +45,11 @@ def validate_role_arn(value: str) -> None:
         raise ValidationError(
             "The role ARN is %(length)d characters long; HealthImaging accepts %(min)d to %(max)d.",
             code="invalid_role_arn_length",
-            params={"length": len(value), "min": ROLE_ARN_MIN_LENGTH, "max": ROLE_ARN_MAX_LENGTH},
+            params={
+                "length": len(value),
+                "min": ROLE_ARN_MIN_LENGTH,
+                "max": ROLE_ARN_MAX_LENGTH,
+            },
         )
     if not ROLE_ARN_RE.fullmatch(value):
         raise ValidationError(

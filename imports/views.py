@@ -12,7 +12,11 @@ from imports.models import AuditEvent, Datastore
 @permission_required("imports.view_datastore", raise_exception=True)
 def dashboard(request: HttpRequest) -> HttpResponse:
     datastores = Datastore.objects.filter(enabled=True)
-    recent_events = AuditEvent.objects.all()[:10] if request.user.has_perm("imports.view_auditevent") else []
+    recent_events = (
+        AuditEvent.objects.all()[:10]
+        if request.user.has_perm("imports.view_auditevent")
+        else []
+    )
     return render(
         request,
         "imports/dashboard.html",

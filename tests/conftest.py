@@ -134,7 +134,9 @@ class WorkerProcess:
 
 @pytest.fixture(scope="session")
 def celery_worker_process(
-    django_db_setup: None, django_db_blocker: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    django_db_setup: None,
+    django_db_blocker: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorkerProcess]:
     """A `celery worker` in its own process, on the configured broker and the test database.
 
@@ -157,13 +159,17 @@ def celery_worker_process(
         "-l", "INFO", "-n", f"{queue}@%h",
     ]  # fmt: skip
     with log.open("wb") as log_file:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
     worker = WorkerProcess(process, queue, log)
     deadline = time.monotonic() + 60
     while "ready." not in worker.output():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            missing_service(f"the Celery worker did not start:\n{worker.output()[-3000:]}")
+            missing_service(
+                f"the Celery worker did not start:\n{worker.output()[-3000:]}"
+            )
         time.sleep(0.2)
     yield worker
     process.terminate()
@@ -173,7 +179,13 @@ def celery_worker_process(
         process.kill()
 
 
-def wait_for(predicate: object, *, timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> None:
+def wait_for(
+    predicate: object,
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> None:
     """Poll `predicate()` until it is truthy; fail with `what` after `timeout` seconds."""
     assert callable(predicate)
     deadline = time.monotonic() + timeout

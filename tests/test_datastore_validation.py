@@ -38,15 +38,43 @@ def test_it_accepts_a_valid_datastore(db: None) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "expected"),
     [
-        ("datastore_id", "0123456789ABCDEF0123456789ABCDEF", "exactly 32 lowercase letters and digits"),
+        (
+            "datastore_id",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "exactly 32 lowercase letters and digits",
+        ),
         ("datastore_id", "0123456789abcdef", "exactly 32 lowercase letters and digits"),
-        ("datastore_id", "0123456789abcdef0123456789abcde!", "exactly 32 lowercase letters and digits"),
-        ("role_arn", "arn:aws:iam::123456789012:user/bob", "expected arn:aws:iam::<12-digit account>:role/"),
-        ("role_arn", "arn:aws:iam::12345:role/x", "expected arn:aws:iam::<12-digit account>:role/"),
+        (
+            "datastore_id",
+            "0123456789abcdef0123456789abcde!",
+            "exactly 32 lowercase letters and digits",
+        ),
+        (
+            "role_arn",
+            "arn:aws:iam::123456789012:user/bob",
+            "expected arn:aws:iam::<12-digit account>:role/",
+        ),
+        (
+            "role_arn",
+            "arn:aws:iam::12345:role/x",
+            "expected arn:aws:iam::<12-digit account>:role/",
+        ),
         ("role_arn", "arn:aws:iam::1:role", "HealthImaging accepts 20 to 2048"),
-        ("role_arn", "arn:aws:iam::123456789012:role/" + "r" * 2100, "HealthImaging accepts 20 to 2048"),
-        ("input_s3_uri", "https://dicom-input/incoming/", "expected s3://<bucket>/<prefix>"),
-        ("input_s3_uri", "s3://Dicom-Input/incoming/", "expected s3://<bucket>/<prefix>"),
+        (
+            "role_arn",
+            "arn:aws:iam::123456789012:role/" + "r" * 2100,
+            "HealthImaging accepts 20 to 2048",
+        ),
+        (
+            "input_s3_uri",
+            "https://dicom-input/incoming/",
+            "expected s3://<bucket>/<prefix>",
+        ),
+        (
+            "input_s3_uri",
+            "s3://Dicom-Input/incoming/",
+            "expected s3://<bucket>/<prefix>",
+        ),
         ("input_s3_uri", "s3://ab", "expected s3://<bucket>/<prefix>"),
         ("input_s3_uri", "s3://dicom-input/" + "k" * 1020, "at most 1024"),
         ("output_s3_uri", "s3://dicom-output/results", "must end with “/”"),
@@ -110,7 +138,11 @@ def test_the_admin_saves_a_valid_datastore_and_audits_it(client_carol: Client) -
 def test_the_admin_shows_each_error_and_saves_nothing(client_carol: Client) -> None:
     response = client_carol.post(
         "/admin/imports/datastore/add/",
-        admin_form_data(datastore_id="NOPE", role_arn="arn:aws:iam::1:user/x", output_s3_uri="s3://out/x"),
+        admin_form_data(
+            datastore_id="NOPE",
+            role_arn="arn:aws:iam::1:user/x",
+            output_s3_uri="s3://out/x",
+        ),
     )
     assert response.status_code == 200
     content = response.content.decode()
@@ -121,7 +153,9 @@ def test_the_admin_shows_each_error_and_saves_nothing(client_carol: Client) -> N
     assert not AuditEvent.objects.exists()
 
 
-def test_the_command_adds_a_datastore(db: None, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_adds_a_datastore(
+    db: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     call_command(
         "datastore", "add", "--name", "Radiology", "--region", "us-east-1",
         "--datastore-id", VALID["datastore_id"], "--role-arn", VALID["role_arn"],
@@ -148,10 +182,20 @@ def test_the_command_names_each_bad_option_and_saves_nothing(db: None) -> None:
     assert not Datastore.objects.exists()
 
 
-def test_the_command_lists_datastores(datastore: Datastore, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_lists_datastores(
+    datastore: Datastore, capsys: pytest.CaptureFixture[str]
+) -> None:
     call_command("datastore", "list")
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["NAME", "REGION", "DATASTORE", "ID", "INPUT", "OUTPUT", "ENABLED"]
+    assert lines[0].split() == [
+        "NAME",
+        "REGION",
+        "DATASTORE",
+        "ID",
+        "INPUT",
+        "OUTPUT",
+        "ENABLED",
+    ]
     assert lines[1].split() == [
         "Radiology", "us-east-1", datastore.datastore_id, datastore.input_s3_uri, datastore.output_s3_uri, "yes",
     ]  # fmt: skip

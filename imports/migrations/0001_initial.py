@@ -8,7 +8,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,44 +16,187 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Datastore',
+            name="Datastore",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text='How operators see this datastore, for example “Radiology production”.', max_length=100, unique=True, verbose_name='display name')),
-                ('region', models.CharField(help_text='Region of the HealthImaging datastore, for example us-east-1.', max_length=32, validators=[imports.validators.validate_region], verbose_name='AWS region')),
-                ('datastore_id', models.CharField(help_text='32 lowercase letters and digits, from the HealthImaging console.', max_length=32, validators=[imports.validators.validate_datastore_id], verbose_name='datastore ID')),
-                ('role_arn', models.CharField(help_text='The IAM role HealthImaging assumes to read the input and write the output, for example arn:aws:iam::123456789012:role/HealthImagingImportRole.', max_length=2048, validators=[imports.validators.validate_role_arn], verbose_name='data access role ARN')),
-                ('input_s3_uri', models.CharField(help_text='Where the DICOM P10 files and JSON metadata files wait, for example s3://bucket/incoming/.', max_length=1024, validators=[imports.validators.validate_s3_uri], verbose_name='default input S3 URI')),
-                ('output_s3_uri', models.CharField(help_text="Where HealthImaging writes each job's results; must end with “/”.", max_length=1024, validators=[imports.validators.validate_output_s3_uri], verbose_name='output S3 URI')),
-                ('input_owner_account_id', models.CharField(blank=True, help_text="Only for a bucket in another AWS account: that account's 12-digit ID. Leave empty otherwise (it is then not sent at all).", max_length=12, validators=[imports.validators.validate_account_id], verbose_name='input owner account ID')),
-                ('max_files_per_job', models.PositiveIntegerField(default=5000, help_text='Service quota “Maximum number of files in a DICOM import job” (default 5,000; adjustable).', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1000000)], verbose_name='file limit per job')),
-                ('max_bytes_per_job', models.PositiveBigIntegerField(default=10000000000, help_text='Service quota on the total size of a job (10 GB, not adjustable).', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(10000000000)], verbose_name='size limit per job (bytes)')),
-                ('enabled', models.BooleanField(default=True, help_text='Disabled datastores are hidden from operators.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="How operators see this datastore, for example “Radiology production”.",
+                        max_length=100,
+                        unique=True,
+                        verbose_name="display name",
+                    ),
+                ),
+                (
+                    "region",
+                    models.CharField(
+                        help_text="Region of the HealthImaging datastore, for example us-east-1.",
+                        max_length=32,
+                        validators=[imports.validators.validate_region],
+                        verbose_name="AWS region",
+                    ),
+                ),
+                (
+                    "datastore_id",
+                    models.CharField(
+                        help_text="32 lowercase letters and digits, from the HealthImaging console.",
+                        max_length=32,
+                        validators=[imports.validators.validate_datastore_id],
+                        verbose_name="datastore ID",
+                    ),
+                ),
+                (
+                    "role_arn",
+                    models.CharField(
+                        help_text="The IAM role HealthImaging assumes to read the input and write the output, for example arn:aws:iam::123456789012:role/HealthImagingImportRole.",
+                        max_length=2048,
+                        validators=[imports.validators.validate_role_arn],
+                        verbose_name="data access role ARN",
+                    ),
+                ),
+                (
+                    "input_s3_uri",
+                    models.CharField(
+                        help_text="Where the DICOM P10 files and JSON metadata files wait, for example s3://bucket/incoming/.",
+                        max_length=1024,
+                        validators=[imports.validators.validate_s3_uri],
+                        verbose_name="default input S3 URI",
+                    ),
+                ),
+                (
+                    "output_s3_uri",
+                    models.CharField(
+                        help_text="Where HealthImaging writes each job's results; must end with “/”.",
+                        max_length=1024,
+                        validators=[imports.validators.validate_output_s3_uri],
+                        verbose_name="output S3 URI",
+                    ),
+                ),
+                (
+                    "input_owner_account_id",
+                    models.CharField(
+                        blank=True,
+                        help_text="Only for a bucket in another AWS account: that account's 12-digit ID. Leave empty otherwise (it is then not sent at all).",
+                        max_length=12,
+                        validators=[imports.validators.validate_account_id],
+                        verbose_name="input owner account ID",
+                    ),
+                ),
+                (
+                    "max_files_per_job",
+                    models.PositiveIntegerField(
+                        default=5000,
+                        help_text="Service quota “Maximum number of files in a DICOM import job” (default 5,000; adjustable).",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(1000000),
+                        ],
+                        verbose_name="file limit per job",
+                    ),
+                ),
+                (
+                    "max_bytes_per_job",
+                    models.PositiveBigIntegerField(
+                        default=10000000000,
+                        help_text="Service quota on the total size of a job (10 GB, not adjustable).",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(10000000000),
+                        ],
+                        verbose_name="size limit per job (bytes)",
+                    ),
+                ),
+                (
+                    "enabled",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Disabled datastores are hidden from operators.",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
-                'permissions': [('browse_datastore', 'Can browse and scan S3 prefixes'), ('import_to_datastore', 'Can compose and submit import jobs'), ('reveal_phi', 'Can reveal masked patient names and IDs (audited)'), ('check_datastore', 'Can run “Check connection”'), ('administer', 'Can use the admin site (datastores, users and roles)')],
-                'constraints': [models.UniqueConstraint(fields=('region', 'datastore_id'), name='unique_datastore_per_region', violation_error_message='This datastore ID is already configured for this region; edit the existing entry instead.')],
+                "ordering": ["name"],
+                "permissions": [
+                    ("browse_datastore", "Can browse and scan S3 prefixes"),
+                    ("import_to_datastore", "Can compose and submit import jobs"),
+                    ("reveal_phi", "Can reveal masked patient names and IDs (audited)"),
+                    ("check_datastore", "Can run “Check connection”"),
+                    (
+                        "administer",
+                        "Can use the admin site (datastores, users and roles)",
+                    ),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("region", "datastore_id"),
+                        name="unique_datastore_per_region",
+                        violation_error_message="This datastore ID is already configured for this region; edit the existing entry instead.",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('actor_username', models.CharField(max_length=150)),
-                ('action', models.CharField(choices=[('datastore.created', 'Datastore created'), ('datastore.changed', 'Datastore changed'), ('datastore.deleted', 'Datastore deleted'), ('datastore.checked', 'Connection checked'), ('scan.started', 'Scan started'), ('scan.cancelled', 'Scan cancelled'), ('phi.revealed', 'Patient details revealed')], db_index=True, max_length=64)),
-                ('target_type', models.CharField(blank=True, max_length=64)),
-                ('target_id', models.CharField(blank=True, max_length=64)),
-                ('summary', models.CharField(max_length=500)),
-                ('details', models.JSONField(blank=True, default=dict)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("actor_username", models.CharField(max_length=150)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("datastore.created", "Datastore created"),
+                            ("datastore.changed", "Datastore changed"),
+                            ("datastore.deleted", "Datastore deleted"),
+                            ("datastore.checked", "Connection checked"),
+                            ("scan.started", "Scan started"),
+                            ("scan.cancelled", "Scan cancelled"),
+                            ("phi.revealed", "Patient details revealed"),
+                        ],
+                        db_index=True,
+                        max_length=64,
+                    ),
+                ),
+                ("target_type", models.CharField(blank=True, max_length=64)),
+                ("target_id", models.CharField(blank=True, max_length=64)),
+                ("summary", models.CharField(max_length=500)),
+                ("details", models.JSONField(blank=True, default=dict)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'indexes': [models.Index(fields=['target_type', 'target_id'], name='audit_target_idx')],
+                "ordering": ["-created_at", "-id"],
+                "indexes": [
+                    models.Index(
+                        fields=["target_type", "target_id"], name="audit_target_idx"
+                    )
+                ],
             },
         ),
     ]
