@@ -1,0 +1,322 @@
+"""One HTTP port for S3 (moto), HealthImaging (ours) and the /_localaws control endpoints.
+
+Requests are routed by the service named in the SigV4 credential scope, which is what AWS itself keys on when
+one endpoint serves several services; unsigned requests go to moto. Start it with `LocalAWS().start()` or
+`python manage.py localaws`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    create_backend_app,
+)
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from localaws import s3store
+from localaws.faults import (
+    CallLog,
+    FaultError,
+    FaultRegistry,
+    s3_error_body,
+    s3_operation,
+)
+from localaws.healthimaging import HealthImaging, Settings, StartResponse, WSGIEnviron
+
+log = logging.getLogger(__name__)
+
+CONTROL_PREFIX = "/_localaws"
+SCOPE_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/,\s]+/([^/,\s]+)/aws4_request")
+QUERY_SCOPE_RE = re.compile(r"^[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request$")
+S3_MUTATING = ("PUT", "POST", "DELETE")
+SAVE_INTERVAL_S = 1.0
+
+
+def signing_service(environ: WSGIEnviron) -> str | None:
+    hit = SCOPE_RE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    if hit:
+        return hit.group(1)
+    # Presigned URLs carry the scope in the query string instead.
+    credential = parse_qs(environ.get("QUERY_STRING", "")).get("X-Amz-Credential")
+    if credential:
+        found = QUERY_SCOPE_RE.match(credential[0])
+        if found:
+            return found.group(1)
+    return None
+
+
+class Router:
+    """The WSGI application behind the port."""
+
+    def __init__(self, localaws: LocalAWS) -> None:
+        self.localaws = localaws
+        self.moto = DomainDispatcherApplication(create_backend_app)
+
+    def __call__(
+        self, environ: WSGIEnviron, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/"):
+            return self.localaws.control(environ, start_response)
+        if signing_service(environ) == "medical-imaging":
+            delay = self.localaws.faults.latency_s("medical-imaging")
+            if delay:
+                time.sleep(delay)
+            return self.localaws.healthimaging(environ, start_response)
+        return self._s3(environ, start_response)
+
+    def _s3(
+        self, environ: WSGIEnviron, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        local = self.localaws
+        delay = local.faults.latency_s("s3")
+        if delay:
+            time.sleep(delay)
+        method = environ["REQUEST_METHOD"]
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        headers = {
+            k[5:].replace("_", "-").lower(): v
+            for k, v in environ.items()
+            if k.startswith("HTTP_")
+        }
+        operation = s3_operation(method, environ.get("PATH_INFO", ""), query, headers)
+        injected = local.faults.error_for("s3", operation)
+        if injected is not None:
+            code, message = injected
+            status, body = s3_error_body(code, message)
+            local.calls.record("s3", operation, status, error=code)
+            _drain(environ)
+            response_headers = [
+                ("Content-Type", "application/xml"),
+                ("Content-Length", str(len(body))),
+            ]
+            start_response(f"{status} Error", response_headers)
+            return [] if method == "HEAD" else [body]
+        captured: dict[str, int] = {}
+
+        def capture(
+            status: str, response_headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            captured["status"] = int(status.split()[0])
+            return start_response(status, response_headers, exc_info)
+
+        result = self.moto(environ, capture)
+        status = captured.get("status", 0)
+        local.calls.record("s3", operation, status)
+        if method in S3_MUTATING and status < 300:
+            local.mark_dirty()
+        return result  # type: ignore[no-any-return]
+
+
+def _drain(environ: WSGIEnviron) -> None:
+    # Read an unconsumed upload body so the keep-alive connection stays usable for the client's retry.
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return
+    stream = environ["wsgi.input"]
+    while length > 0:
+        chunk = stream.read(min(length, 1024 * 1024))
+        if not chunk:
+            break
+        length -= len(chunk)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+class LocalAWS:
+    """S3 and HealthImaging on one port, in a background thread.
+
+    moto keeps S3 state in module globals, so one process should run one LocalAWS at a time.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        state_dir: str | Path | None = None,
+        **settings: Any,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.state_dir = Path(state_dir) if state_dir else None
+        self._initial_settings = settings
+        self.settings = Settings.from_env(**settings)
+        self.faults = FaultRegistry()
+        self.faults.load_env()
+        self.calls = CallLog()
+        self._dirty = threading.Event()
+        self._stopping = threading.Event()
+        self._s3_files: dict[str, str] = {}
+        self._save_lock = threading.Lock()
+        if self.state_dir is not None:
+            self._s3_files = s3store.load(self.state_dir / "s3")
+        self.healthimaging = HealthImaging(
+            self.settings,
+            self.faults,
+            self.calls,
+            state_file=self.state_dir / "healthimaging.json"
+            if self.state_dir
+            else None,
+            on_change=self.mark_dirty,
+        )
+        self.router = Router(self)
+        self._server: BaseWSGIServer | None = None
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def endpoint_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> LocalAWS:
+        self._server = make_server(
+            self.host,
+            self.port,
+            self.router,
+            threaded=True,
+            request_handler=_QuietHandler,
+        )
+        self.port = self._server.server_port
+        self._stopping.clear()
+        serve = threading.Thread(
+            target=self._server.serve_forever, name="localaws-http", daemon=True
+        )
+        serve.start()
+        self._threads.append(serve)
+        if self.state_dir is not None:
+            saver = threading.Thread(
+                target=self._save_loop, name="localaws-saver", daemon=True
+            )
+            saver.start()
+            self._threads.append(saver)
+        self.healthimaging.resume()
+        return self
+
+    def wait(self) -> None:
+        """Block until stop() is called from another thread; Ctrl-C raises KeyboardInterrupt here."""
+        while not self._stopping.wait(0.5):
+            pass
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        self.healthimaging.stop()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads.clear()
+        self.save()
+
+    def reset(self) -> None:
+        """Forget everything: faults, calls, datastores, jobs, image sets, buckets, and runtime settings."""
+        self.faults.clear()
+        self.calls.clear()
+        self.healthimaging.reset()
+        s3store.reset()
+        fresh = Settings.from_env(**self._initial_settings)
+        self.settings.update({k: getattr(fresh, k) for k in vars(fresh)})
+        self.mark_dirty()
+
+    # ---- persistence --------------------------------------------------------------------------------------------
+
+    def mark_dirty(self) -> None:
+        self._dirty.set()
+
+    def save(self) -> None:
+        if self.state_dir is None:
+            return
+        with self._save_lock:
+            self._dirty.clear()
+            self._s3_files = s3store.dump(self.state_dir / "s3", self._s3_files)
+
+    def _save_loop(self) -> None:
+        while not self._stopping.wait(SAVE_INTERVAL_S):
+            if self._dirty.is_set():
+                try:
+                    self.save()
+                except Exception:
+                    log.exception("localaws could not save its S3 state")
+
+    # ---- control endpoints --------------------------------------------------------------------------------------
+
+    def control(
+        self, environ: WSGIEnviron, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        method = environ["REQUEST_METHOD"]
+        path = environ.get("PATH_INFO", "")[len(CONTROL_PREFIX) :].strip("/")
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        try:
+            body = _json_body(environ)
+            status, payload = self._control(method, path, query, body)
+        except (FaultError, ValueError, TypeError) as exc:
+            status, payload = 400, {"error": str(exc)}
+        data = json.dumps(payload).encode()
+        start_response(
+            f"{status} {'OK' if status < 400 else 'Error'}",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+        )
+        return [data]
+
+    def _control(
+        self, method: str, path: str, query: dict[str, list[str]], body: Any
+    ) -> tuple[int, Any]:
+        if (method, path) == ("GET", "health"):
+            return 200, {"status": "ok", "endpoint": self.endpoint_url}
+        if path == "faults":
+            if method == "POST":
+                self.faults.add(body)
+                return 200, {"faults": self.faults.list()}
+            if method == "DELETE":
+                self.faults.clear()
+                return 200, {"faults": []}
+            if method == "GET":
+                return 200, {"faults": self.faults.list()}
+        if path == "calls":
+            if method == "GET":
+                return 200, self.calls.list()
+            if method == "DELETE":
+                self.calls.clear()
+                return 200, []
+        if (method, path) == ("GET", "imagesets"):
+            return 200, self.healthimaging.image_sets(
+                query.get("datastoreId", [None])[0]
+            )
+        if path == "config":
+            if method == "POST":
+                if not isinstance(body, dict):
+                    raise ValueError("config must be a JSON object")
+                with self.healthimaging.lock:
+                    self.settings.update(body)
+            if method in ("GET", "POST"):
+                return 200, vars(self.settings)
+        if (method, path) == ("POST", "reset"):
+            self.reset()
+            return 200, {"status": "reset"}
+        return 404, {"error": f"no control endpoint {method} /_localaws/{path}"}
+
+
+def _json_body(environ: WSGIEnviron) -> Any:
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    if not length:
+        return None
+    raw = environ["wsgi.input"].read(min(length, 1024 * 1024))
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ValueError("request body is not valid JSON") from exc

@@ -1,0 +1,132 @@
+"""pytest plugin: a `localaws` fixture serving S3 and HealthImaging over real HTTP on a free port.
+
+Register with `pytest_plugins = ["localaws.testing"]`. One server runs for the whole session (moto's state is
+process-global); each test gets it reset, with fast job delays, and with the AWS_* variables pointing boto3 at it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from localaws.server import LocalAWS
+
+# Fast enough for a suite, slow enough that a test can observe SUBMITTED and IN_PROGRESS.
+TEST_SETTINGS: dict[str, Any] = {
+    "job_submitted_delay_s": 0.05,
+    "job_in_progress_delay_s": 0.05,
+}
+ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "localaws",
+    "AWS_SECRET_ACCESS_KEY": "localaws",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+class LocalAWSHandle:
+    """What a test needs from the running server; `server` gives the rest."""
+
+    def __init__(self, server: LocalAWS) -> None:
+        self.server = server
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.server.endpoint_url
+
+    def add_fault(self, **fault: Any) -> None:
+        self.server.faults.add(fault)
+
+    def clear_faults(self) -> None:
+        self.server.faults.clear()
+
+    def calls(
+        self, service: str | None = None, operation: str | None = None
+    ) -> list[dict[str, Any]]:
+        return [
+            c
+            for c in self.server.calls.list()
+            if (service is None or c["service"] == service)
+            and (operation is None or c["operation"] == operation)
+        ]
+
+    def clear_calls(self) -> None:
+        self.server.calls.clear()
+
+    def configure(self, **settings: Any) -> None:
+        """Change delays or quotas for this test (reset afterwards), e.g. max_files_per_job=3."""
+        with self.server.healthimaging.lock:
+            self.server.settings.update(settings)
+
+    def image_sets(self, datastore_id: str | None = None) -> list[dict[str, Any]]:
+        return self.server.healthimaging.image_sets(datastore_id)
+
+    def _client(self, service: str, **config: Any) -> Any:
+        options: dict[str, Any] = {
+            "inject_host_prefix": False,
+            "retries": {"mode": "standard", "max_attempts": 1},
+        }
+        options.update(config)
+        make: Any = boto3.client  # boto3-stubs types only literal service names
+        return make(
+            service,
+            endpoint_url=self.endpoint_url,
+            region_name=ENVIRONMENT["AWS_DEFAULT_REGION"],
+            aws_access_key_id=ENVIRONMENT["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=ENVIRONMENT["AWS_SECRET_ACCESS_KEY"],
+            config=Config(**options),
+        )
+
+    def s3_client(self, **config: Any) -> Any:
+        """A boto3 S3 client without retries (pass retries=... to change), so injected faults surface."""
+        return self._client("s3", **config)
+
+    def hi_client(self, **config: Any) -> Any:
+        return self._client("medical-imaging", **config)
+
+    def create_datastore(self, name: str = "test-datastore") -> str:
+        datastore_id: str = self.hi_client().create_datastore(datastoreName=name)[
+            "datastoreId"
+        ]
+        return datastore_id
+
+    def wait_for_job(
+        self, datastore_id: str, job_id: str, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """Poll GetDICOMImportJob until the job ends; returns jobProperties."""
+        client = self.hi_client()
+        deadline = time.monotonic() + timeout
+        while True:
+            props: dict[str, Any] = client.get_dicom_import_job(
+                datastoreId=datastore_id, jobId=job_id
+            )["jobProperties"]
+            if props["jobStatus"] in ("COMPLETED", "FAILED"):
+                return props
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"job {job_id} still {props['jobStatus']} after {timeout}s"
+                )
+            time.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def localaws_server() -> Iterator[LocalAWS]:
+    server = LocalAWS(**TEST_SETTINGS).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def localaws(
+    localaws_server: LocalAWS, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LocalAWSHandle]:
+    localaws_server.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", localaws_server.endpoint_url)
+    for name, value in ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    yield LocalAWSHandle(localaws_server)
+    localaws_server.reset()
