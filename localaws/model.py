@@ -193,7 +193,11 @@ def validate(shape: Shape, value: Any, path: str) -> list[str]:
             return fail("Member must be a structure")
         errors: list[str] = []
         present = [k for k in shape.members if value.get(k) is not None]
-        if meta.get("union") and len(present) != 1:
+        # An unknown key counts as a set member: a union names exactly one known member, nothing else.
+        set_keys = [k for k, v in value.items() if v is not None]
+        if meta.get("union") and (
+            len(set_keys) != 1 or set_keys[0] not in shape.members
+        ):
             errors += fail(
                 f"Member must have exactly one of the following members set: {', '.join(shape.members)}"
             )

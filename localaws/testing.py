@@ -6,6 +6,8 @@ process-global); each test gets it reset, with fast job delays, and with the AWS
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +15,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from localaws.server import LocalAWS
 
@@ -94,6 +98,65 @@ class LocalAWSHandle:
         ]
         return datastore_id
 
+    def create_bucket(self, name: str) -> None:
+        self.s3_client().create_bucket(Bucket=name)
+
+    def put(self, uri: str, body: bytes | str | dict[str, Any]) -> None:
+        """Upload to an s3:// URI; a dict is written as JSON."""
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        data = json.dumps(body).encode() if isinstance(body, dict) else body
+        self.s3_client().put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=data.encode() if isinstance(data, str) else data,
+        )
+
+    def start_import(
+        self, datastore_id: str, input_s3_uri: str, output_s3_uri: str, **params: Any
+    ) -> str:
+        params.setdefault(
+            "dataAccessRoleArn",
+            "arn:aws:iam::123456789012:role/HealthImagingImportRole",
+        )
+        response = self.hi_client().start_dicom_import_job(
+            datastoreId=datastore_id,
+            inputS3Uri=input_s3_uri,
+            outputS3Uri=output_s3_uri,
+            **params,
+        )
+        job_id: str = response["jobId"]
+        return job_id
+
+    def read_output(self, job_properties: dict[str, Any]) -> dict[str, Any]:
+        """The manifest and the ndjson lines of a finished job, read over S3 like a client would."""
+        bucket, _, prefix = (
+            job_properties["outputS3Uri"].removeprefix("s3://").partition("/")
+        )
+        s3 = self.s3_client()
+        listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        files = {
+            o["Key"][len(prefix) :]: s3.get_object(Bucket=bucket, Key=o["Key"])[
+                "Body"
+            ].read()
+            for o in listing
+        }
+
+        def lines(name: str) -> list[dict[str, Any]]:
+            return [
+                json.loads(line)
+                for line in files.get(name, b"").decode().splitlines()
+                if line
+            ]
+
+        manifest = files.get("job-output-manifest.json")
+        return {
+            "files": sorted(files),
+            "manifest": json.loads(manifest) if manifest else None,
+            "success": lines("SUCCESS/success.ndjson"),
+            "failure": lines("FAILURE/failure.ndjson"),
+            "warning": lines("WARNING/warning.ndjson"),
+        }
+
     def wait_for_job(
         self, datastore_id: str, job_id: str, timeout: float = 10.0
     ) -> dict[str, Any]:
@@ -111,6 +174,58 @@ class LocalAWSHandle:
                     f"job {job_id} still {props['jobStatus']} after {timeout}s"
                 )
             time.sleep(0.02)
+
+
+def dicom_bytes(
+    *,
+    study: str,
+    series: str,
+    sop: str | None = None,
+    transfer_syntax: str = ExplicitVRLittleEndian,
+    **attributes: Any,
+) -> bytes:
+    """A small, valid CT instance as P10 bytes; attributes (keywords) override the defaults."""
+    sop_uid = sop or generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.2")
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    ds = Dataset()
+    ds.file_meta = meta
+    defaults: dict[str, Any] = {
+        "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2",
+        "SOPInstanceUID": sop_uid,
+        "StudyInstanceUID": study,
+        "SeriesInstanceUID": series,
+        "PatientName": "Doe^Jane",
+        "PatientID": "PAT-1",
+        "PatientBirthDate": "19700101",
+        "PatientSex": "F",
+        "StudyDate": "20240102",
+        "StudyTime": "101500",
+        "StudyID": "S1",
+        "AccessionNumber": "ACC-1",
+        "StudyDescription": "CT HEAD",
+        "Modality": "CT",
+        "SeriesNumber": 1,
+        "InstanceNumber": 1,
+        "Rows": 2,
+        "Columns": 2,
+        "BitsAllocated": 16,
+        "BitsStored": 12,
+        "HighBit": 11,
+        "PixelRepresentation": 0,
+        "SamplesPerPixel": 1,
+        "PhotometricInterpretation": "MONOCHROME2",
+        "PixelData": bytes(8),
+    }
+    defaults.update(attributes)
+    for keyword, value in defaults.items():
+        if value is not None:
+            setattr(ds, keyword, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 @pytest.fixture(scope="session")
