@@ -25,7 +25,7 @@ from imports import aws
 from imports.models import Datastore
 from imports.roles import ADMINISTRATOR, OPERATOR, VIEWER
 
-pytest_plugins: list[str] = []  # localaws.testing is registered once it lands
+pytest_plugins = ["localaws.testing"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
