@@ -1,0 +1,685 @@
+"""Check DICOM JSON metadata files (PS3.18 Annex F) before an import job uses them.
+
+pydicom's `Dataset.from_json` accepts keyword keys, unknown VRs, Value together with InlineBinary, plain-string PN
+values and invalid UIDs; HealthImaging is stricter and fails the whole file. This validator rejects all of them, and
+every message names what is wrong and what is allowed, because an administrator has to fix the file by hand.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.datadict import (
+    dictionary_VM,
+    dictionary_VR,
+    keyword_for_tag,
+    tag_for_keyword,
+)
+from pydicom.dataset import Dataset
+
+from imports.dicom import uid_problem
+
+DEFAULT_MAX_BYTES = 1024 * 1024
+
+VRS = frozenset(
+    [
+        "AE",
+        "AS",
+        "AT",
+        "CS",
+        "DA",
+        "DS",
+        "DT",
+        "FD",
+        "FL",
+        "IS",
+        "LO",
+        "LT",
+        "OB",
+        "OD",
+        "OF",
+        "OL",
+        "OV",
+        "OW",
+        "PN",
+        "SH",
+        "SL",
+        "SQ",
+        "SS",
+        "ST",
+        "SV",
+        "TM",
+        "UC",
+        "UI",
+        "UL",
+        "UN",
+        "UR",
+        "US",
+        "UT",
+        "UV",
+    ]
+)
+INLINE_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_MEMBERS = ("vr", "Value", "BulkDataURI", "InlineBinary")
+_PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+
+# PS3.5 table 6.2-1, in characters; None means no limit worth checking here.
+MAX_LENGTH: dict[str, int | None] = {
+    "AE": 16,
+    "AS": 4,
+    "CS": 16,
+    "DA": 8,
+    "DS": 16,
+    "DT": 26,
+    "IS": 12,
+    "LO": 64,
+    "LT": 10240,
+    "PN": 64,
+    "SH": 16,
+    "ST": 1024,
+    "TM": 14,
+    "UI": 64,
+    "UC": None,
+    "UR": None,
+    "UT": None,
+}
+# Text VRs whose values may hold a backslash, because their VM is always 1.
+_BACKSLASH_OK = frozenset({"LT", "ST", "UT", "UR"})
+_TEXT_CONTROL_OK = frozenset({"LT", "ST", "UT"})
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "US": (0, 2**16 - 1),
+    "SS": (-(2**15), 2**15 - 1),
+    "UL": (0, 2**32 - 1),
+    "SL": (-(2**31), 2**31 - 1),
+    "UV": (0, 2**64 - 1),
+    "SV": (-(2**63), 2**63 - 1),
+    "IS": (-(2**31), 2**31 - 1),
+}
+
+_TAG_RE = re.compile(r"[0-9A-F]{8}")
+_ANY_CASE_TAG_RE = re.compile(r"[0-9A-Fa-f]{8}")
+_PAIR_TAG_RE = re.compile(r"\(?\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)?")
+_DS_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_IS_RE = re.compile(r"[+-]?\d+")
+_CS_RE = re.compile(r"[A-Z0-9 _]*")
+_AS_RE = re.compile(r"\d{3}[DWMY]")
+_TM_RE = re.compile(r"([01]\d|2[0-3])([0-5]\d(([0-5]\d|60)(\.\d{1,6})?)?)?")
+_DT_RE = re.compile(
+    r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?"
+)
+_VM_RE = re.compile(r"(\d+)(?:-(\d+)?(n)?)?")
+
+
+@dataclass(frozen=True)
+class JsonIssue:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+@dataclass(frozen=True)
+class DicomJsonCheck:
+    errors: list[JsonIssue] = field(default_factory=list)
+    study_uids: list[str] = field(default_factory=list)
+    series_uids: list[str] = field(default_factory=list)
+
+    @property
+    def is_valid(self) -> bool:
+        return not self.errors
+
+
+class _Object(dict[str, Any]):
+    """A JSON object that remembers keys the text repeated (json.loads would keep only the last)."""
+
+    duplicates: list[str]
+
+
+def _object_hook(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object()
+    obj.duplicates = []
+    for key, value in pairs:
+        if key in obj:
+            obj.duplicates.append(key)
+        obj[key] = value
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number; use null for an empty value")
+
+
+def _human(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _tag_label(tag: int) -> str:
+    keyword = keyword_for_tag(tag)
+    pair = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    return f"{keyword} {pair}" if keyword else pair
+
+
+def validate_dicom_json(
+    data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> DicomJsonCheck:
+    """Check one DICOM JSON object as the import would need it; never raises for bad input."""
+    errors: list[JsonIssue] = []
+    size = (
+        len(data)
+        if isinstance(data, bytes)
+        else len(data.encode("utf-8", "surrogatepass"))
+    )
+    if size > max_bytes:
+        errors.append(
+            JsonIssue(
+                "",
+                f"file is {_human(size)}; metadata files are read up to {_human(max_bytes)} only",
+            )
+        )
+        return DicomJsonCheck(errors=errors)
+    if isinstance(data, bytes):
+        if data.startswith(b"\xef\xbb\xbf"):
+            errors.append(
+                JsonIssue(
+                    "",
+                    "file starts with a UTF-8 byte order mark; save it as UTF-8 without BOM",
+                )
+            )
+            data = data[3:]
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad = data[exc.start]
+            errors.append(
+                JsonIssue(
+                    "", f"not valid UTF-8: byte 0x{bad:02X} at offset {exc.start:,}"
+                )
+            )
+            return DicomJsonCheck(errors=errors)
+    else:
+        text = data
+    try:
+        top = json.loads(
+            text, object_pairs_hook=_object_hook, parse_constant=_reject_constant
+        )
+    except json.JSONDecodeError as exc:
+        errors.append(
+            JsonIssue(
+                "", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            )
+        )
+        return DicomJsonCheck(errors=errors)
+    except ValueError as exc:
+        errors.append(JsonIssue("", str(exc)))
+        return DicomJsonCheck(errors=errors)
+    return _check_top(top, errors)
+
+
+def _check_top(top: Any, errors: list[JsonIssue]) -> DicomJsonCheck:
+    if isinstance(top, list):
+        errors.append(
+            JsonIssue("", f"expected one DICOM JSON object, got an array of {len(top)}")
+        )
+        return DicomJsonCheck(errors=errors)
+    if not isinstance(top, dict):
+        errors.append(
+            JsonIssue("", f"expected one DICOM JSON object, got {_type_name(top)}")
+        )
+        return DicomJsonCheck(errors=errors)
+    _check_dataset(top, "", errors)
+    studies = _uid_values(top.get("0020000D"))
+    series = _uid_values(top.get("0020000E"))
+    for uid in sorted(set(studies) & set(series)):
+        errors.append(
+            JsonIssue(
+                "0020000E",
+                f"UID {uid} names both the study and the series; they must differ",
+            )
+        )
+    return DicomJsonCheck(errors=errors, study_uids=studies, series_uids=series)
+
+
+def _uid_values(attr: Any) -> list[str]:
+    if not isinstance(attr, dict) or not isinstance(attr.get("Value"), list):
+        return []
+    return [v for v in attr["Value"] if isinstance(v, str)]
+
+
+def _check_dataset(
+    obj: Mapping[str, Any], prefix: str, errors: list[JsonIssue]
+) -> None:
+    for key in getattr(obj, "duplicates", []):
+        errors.append(
+            JsonIssue(prefix + key, "key appears more than once in the same object")
+        )
+    for key, attr in obj.items():
+        path = prefix + key
+        tag = _check_key(key, path, errors)
+        if tag is None:
+            continue
+        if not isinstance(attr, dict):
+            errors.append(
+                JsonIssue(
+                    path,
+                    f"attribute must be an object with 'vr' and at most one value member; got {_type_name(attr)}",
+                )
+            )
+            continue
+        _check_attribute(tag, attr, path, errors)
+
+
+def _check_key(key: str, path: str, errors: list[JsonIssue]) -> int | None:
+    if not _TAG_RE.fullmatch(key):
+        keyword_tag = tag_for_keyword(key)
+        pair = _PAIR_TAG_RE.fullmatch(key)
+        if _ANY_CASE_TAG_RE.fullmatch(key):
+            hint = f"tag keys use uppercase hex: '{key.upper()}'"
+        elif keyword_tag is not None:
+            hint = f"keyword keys are not allowed; use the tag '{keyword_tag:08X}'"
+        elif pair:
+            hint = f"write the tag as 8 hex digits without punctuation: '{(pair[1] + pair[2]).upper()}'"
+        else:
+            hint = "keys are tags written as 8 uppercase hex digits, such as '0020000D'"
+        errors.append(JsonIssue(path, f"'{key}' is not a valid key; {hint}"))
+        return None
+    tag = int(key, 16)
+    if tag & 0xFFFF == 0:
+        errors.append(
+            JsonIssue(
+                path,
+                "group length elements (gggg0000) must not be included in DICOM JSON",
+            )
+        )
+        return None
+    return tag
+
+
+def _dictionary_vr(tag: int) -> str | None:
+    if (tag >> 16) % 2:
+        return None  # private: no dictionary to hold it to
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return None
+
+
+def _check_attribute(
+    tag: int, attr: Mapping[str, Any], path: str, errors: list[JsonIssue]
+) -> None:
+    for member in attr:
+        if member not in _MEMBERS:
+            errors.append(
+                JsonIssue(
+                    f"{path}.{member}",
+                    f"unknown member; allowed: {', '.join(_MEMBERS)}",
+                )
+            )
+    vr = attr.get("vr")
+    if vr is None:
+        errors.append(JsonIssue(path, "'vr' is required"))
+        return
+    if not isinstance(vr, str) or vr not in VRS:
+        errors.append(
+            JsonIssue(
+                f"{path}.vr",
+                f"{json.dumps(vr)} is not a DICOM VR; use one of {', '.join(sorted(VRS))}",
+            )
+        )
+        return
+    expected = _dictionary_vr(tag)
+    vr_matches = expected is None or vr in expected.split(" or ")
+    if not vr_matches:
+        errors.append(
+            JsonIssue(
+                f"{path}.vr",
+                f"VR '{vr}' does not match the data dictionary: {_tag_label(tag)} is {expected}",
+            )
+        )
+
+    present = [m for m in ("Value", "BulkDataURI", "InlineBinary") if m in attr]
+    if len(present) > 1:
+        errors.append(
+            JsonIssue(
+                path,
+                f"has {' and '.join(present)}; at most one of Value, BulkDataURI, InlineBinary is allowed",
+            )
+        )
+    if "BulkDataURI" in attr:
+        errors.append(
+            JsonIssue(
+                f"{path}.BulkDataURI",
+                "BulkDataURI is not supported: the import cannot fetch bulk data from a URI; "
+                "embed the value as InlineBinary (base64) or Value",
+            )
+        )
+    if "InlineBinary" in attr:
+        _check_inline_binary(vr, attr["InlineBinary"], f"{path}.InlineBinary", errors)
+    if "Value" in attr:
+        _check_values(
+            tag, vr, attr["Value"], f"{path}.Value", errors, check_vm=vr_matches
+        )
+
+
+def _check_inline_binary(
+    vr: str, value: Any, path: str, errors: list[JsonIssue]
+) -> None:
+    if vr not in INLINE_BINARY_VRS:
+        errors.append(
+            JsonIssue(
+                path,
+                f"InlineBinary is only allowed for {', '.join(sorted(INLINE_BINARY_VRS))}, not {vr}",
+            )
+        )
+        return
+    if not isinstance(value, str):
+        errors.append(
+            JsonIssue(
+                path, f"InlineBinary must be a base64 string; got {_type_name(value)}"
+            )
+        )
+        return
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        errors.append(JsonIssue(path, f"InlineBinary is not valid base64 ({exc})"))
+
+
+def _vm_problem(tag: int, count: int) -> str | None:
+    try:
+        vm = str(dictionary_VM(tag))
+    except KeyError:
+        return None
+    match = _VM_RE.fullmatch(vm)
+    if not match or count == 0:
+        return None
+    low = int(match[1])
+    high = int(match[2]) if match[2] else None
+    if match[3]:  # "1-n", "2-2n", "3-3n": at least `low`, in steps of `step`
+        step = high or 1
+        ok = count >= low and count % step == 0
+    elif high is not None:
+        ok = low <= count <= high
+    else:
+        ok = count == low
+    if ok:
+        return None
+    return (
+        f"{_tag_label(tag)} takes VM {vm}; got {count} value{'s' if count != 1 else ''}"
+    )
+
+
+def _check_values(
+    tag: int,
+    vr: str,
+    values: Any,
+    path: str,
+    errors: list[JsonIssue],
+    *,
+    check_vm: bool,
+) -> None:
+    if not isinstance(values, list):
+        errors.append(
+            JsonIssue(
+                path,
+                f"Value must be an array, even for a single value; got {_type_name(values)}",
+            )
+        )
+        return
+    if vr in INLINE_BINARY_VRS:
+        errors.append(
+            JsonIssue(
+                path,
+                f"{vr} data cannot be given as Value; put it in InlineBinary as base64",
+            )
+        )
+        return
+    if check_vm and vr != "SQ" and (problem := _vm_problem(tag, len(values))):
+        errors.append(JsonIssue(path, problem))
+    for i, value in enumerate(values):
+        _check_value(vr, value, f"{path}[{i}]", errors)
+
+
+def _check_value(vr: str, value: Any, path: str, errors: list[JsonIssue]) -> None:
+    if vr == "SQ":
+        if isinstance(value, dict):
+            _check_dataset(value, path + ".", errors)
+        else:
+            errors.append(
+                JsonIssue(
+                    path,
+                    f"sequence items must be objects ({{}} for an empty item); got {_type_name(value)}",
+                )
+            )
+        return
+    if value is None:
+        return  # PS3.18 F.2.5: an empty value inside an array
+    if vr == "PN":
+        _check_pn(value, path, errors)
+    elif vr in ("DS", "IS", "SV", "UV"):
+        _check_number_string(vr, value, path, errors)
+    elif vr in ("US", "SS", "UL", "SL"):
+        _check_int(vr, value, path, errors)
+    elif vr in ("FL", "FD"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            errors.append(
+                JsonIssue(
+                    path, f"{vr} values must be JSON numbers; got {_type_name(value)}"
+                )
+            )
+    elif vr == "AT":
+        if not isinstance(value, str) or not _TAG_RE.fullmatch(value):
+            errors.append(
+                JsonIssue(
+                    path,
+                    f"AT values are tags written as 8 uppercase hex digits; got {json.dumps(value)}",
+                )
+            )
+    elif not isinstance(value, str):
+        errors.append(
+            JsonIssue(path, f"{vr} values must be strings; got {_type_name(value)}")
+        )
+    else:
+        problem = _string_problem(vr, value)
+        if problem:
+            errors.append(JsonIssue(path, problem))
+
+
+def _check_pn(value: Any, path: str, errors: list[JsonIssue]) -> None:
+    if not isinstance(value, dict):
+        shown = json.dumps(value) if isinstance(value, str) else _type_name(value)
+        errors.append(
+            JsonIssue(
+                path,
+                f'PN values are objects such as {{"Alphabetic": "Doe^John"}}; got {shown}',
+            )
+        )
+        return
+    for group, text in value.items():
+        if group not in _PN_GROUPS:
+            errors.append(
+                JsonIssue(
+                    f"{path}.{group}",
+                    f"unknown PN component group; allowed: {', '.join(_PN_GROUPS)}",
+                )
+            )
+        elif not isinstance(text, str):
+            errors.append(
+                JsonIssue(
+                    f"{path}.{group}",
+                    f"PN component groups are strings; got {_type_name(text)}",
+                )
+            )
+        else:
+            problem = _string_problem("PN", text)
+            if problem is None and text.count("^") > 4:
+                problem = "a person name has at most 5 components separated by '^'"
+            if problem:
+                errors.append(JsonIssue(f"{path}.{group}", problem))
+
+
+def _check_int(vr: str, value: Any, path: str, errors: list[JsonIssue]) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.append(
+            JsonIssue(
+                path, f"{vr} values must be whole JSON numbers; got {_type_name(value)}"
+            )
+        )
+        return
+    low, high = _INT_RANGES[vr]
+    if not low <= value <= high:
+        errors.append(
+            JsonIssue(path, f"{value} is out of range for {vr} ({low} to {high})")
+        )
+
+
+def _check_number_string(
+    vr: str, value: Any, path: str, errors: list[JsonIssue]
+) -> None:
+    """DS, IS, SV and UV may be JSON numbers or strings (PS3.18 F.2.3)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        errors.append(
+            JsonIssue(
+                path,
+                f"{vr} values must be numbers or numeric strings; got {_type_name(value)}",
+            )
+        )
+        return
+    if isinstance(value, str):
+        text = value.strip(" ")
+        if text == "":
+            errors.append(
+                JsonIssue(
+                    path,
+                    f"an empty string is not a valid {vr}; use null for an empty value",
+                )
+            )
+            return
+        limit = MAX_LENGTH.get(vr)
+        if limit is not None and len(value) > limit:
+            errors.append(
+                JsonIssue(
+                    path,
+                    f"{vr} is at most {limit} characters; '{value}' has {len(value)}",
+                )
+            )
+            return
+        if vr == "DS":
+            if not _DS_RE.fullmatch(text):
+                errors.append(
+                    JsonIssue(
+                        path,
+                        f"'{value}' is not a decimal number (DS allows digits, sign, '.', exponent)",
+                    )
+                )
+            return
+        if not _IS_RE.fullmatch(text):
+            errors.append(
+                JsonIssue(
+                    path, f"'{value}' is not an integer ({vr} allows digits and a sign)"
+                )
+            )
+            return
+        number: int | float = int(text)
+    else:
+        number = value
+    if vr == "DS":
+        if not math.isfinite(
+            number
+        ):  # pragma: no cover - json never yields it: constants are rejected
+            errors.append(JsonIssue(path, "DS must be a finite number"))
+        return
+    if isinstance(number, float):
+        if not number.is_integer():
+            errors.append(
+                JsonIssue(
+                    path, f"{number} is not a whole number; {vr} holds integers only"
+                )
+            )
+            return
+        number = int(number)
+    low, high = _INT_RANGES[vr]
+    if not low <= number <= high:
+        errors.append(
+            JsonIssue(path, f"{number} is out of range for {vr} ({low} to {high})")
+        )
+
+
+def _string_problem(vr: str, value: str) -> str | None:
+    limit = MAX_LENGTH.get(vr)
+    if limit is not None and len(value) > limit:
+        what = f"{vr} is at most {limit} characters" + (
+            " per component group" if vr == "PN" else ""
+        )
+        return f"{what}; this value has {len(value)}"
+    if vr not in _BACKSLASH_OK and "\\" in value:
+        return "contains a backslash, which DICOM uses to separate values; give each value its own array entry"
+    allowed_controls = "\t\n\r\f\x1b" if vr in _TEXT_CONTROL_OK else "\x1b"
+    bad = sorted({c for c in value if ord(c) < 0x20 and c not in allowed_controls})
+    if bad:
+        return f"contains control character{'s' if len(bad) > 1 else ''} {', '.join(f'U+{ord(c):04X}' for c in bad)}, which {vr} does not allow"
+    if vr == "UI":
+        return uid_problem(value)
+    if vr == "CS" and not _CS_RE.fullmatch(value):
+        return f"'{value}' is not a valid CS; CS allows uppercase letters, digits, space and underscore"
+    if vr == "AS" and not _AS_RE.fullmatch(value):
+        return f"'{value}' is not a valid age; AS is three digits then D, W, M or Y, such as '045Y'"
+    if vr == "DA":
+        return _date_problem(value)
+    if vr == "TM" and value and not _TM_RE.fullmatch(value.rstrip(" ")):
+        return f"'{value}' is not a valid time; TM is HH, HHMM, HHMMSS or HHMMSS.FFFFFF"
+    if vr == "DT" and value and not _DT_RE.fullmatch(value.rstrip(" ")):
+        return f"'{value}' is not a valid date-time; DT is YYYYMMDDHHMMSS.FFFFFF with an optional +HHMM offset"
+    return None
+
+
+def _date_problem(value: str) -> str | None:
+    if value == "":
+        return None
+    if not re.fullmatch(r"\d{8}", value):
+        return f"'{value}' is not a DICOM date; DA is YYYYMMDD, such as '20240131'"
+    try:
+        datetime.date(int(value[:4]), int(value[4:6]), int(value[6:]))
+    except ValueError:
+        return f"'{value}' is not a calendar date (DA is YYYYMMDD)"
+    return None
+
+
+def dataset_from_dicom_json(obj: Mapping[str, Any] | str | bytes) -> Dataset:
+    """Build a pydicom Dataset from DICOM JSON that passes validate_dicom_json; raise ValueError otherwise."""
+    if isinstance(obj, (str, bytes)):
+        check = validate_dicom_json(obj, max_bytes=1 << 62)
+        parsed: Any = json.loads(obj)
+    else:
+        check = _check_top(obj, [])
+        parsed = obj
+    if not check.is_valid:
+        shown = "; ".join(str(e) for e in check.errors[:5])
+        more = f" (and {len(check.errors) - 5} more)" if len(check.errors) > 5 else ""
+        raise ValueError(f"not valid DICOM JSON: {shown}{more}")
+    return Dataset.from_json(dict(parsed))
