@@ -72,7 +72,7 @@ class LocalAWSHandle:
     def _client(self, service: str, **config: Any) -> Any:
         options: dict[str, Any] = {
             "inject_host_prefix": False,
-            "retries": {"mode": "standard", "max_attempts": 1},
+            "retries": {"mode": "standard", "total_max_attempts": 1},
         }
         options.update(config)
         make: Any = boto3.client  # boto3-stubs types only literal service names
