@@ -162,6 +162,18 @@ class _Stop(Exception):
         self.error = error
 
 
+class _FetchFailed(Exception):
+    """Carries an exception raised by `fetch` past the catch-all, so transport errors reach the caller."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+class _Cut(Exception):
+    """The object itself ends inside a read; raised at once so pydicom never decodes half a value."""
+
+
 class _Store:
     """Fetched byte ranges of one object, kept sorted and merged so no byte is fetched twice."""
 
@@ -218,6 +230,7 @@ class _View:
         self.need: _NeedMoreBytes | None = None
         # (position, size) of the first read cut short by the real end: the object ends inside something.
         self.cut: tuple[int, int] | None = None
+        self.raise_on_cut = True
 
     def available_from(self, pos: int) -> int:
         return self._available(pos)
@@ -238,6 +251,9 @@ class _View:
         # pydicom reads undefined-length values in 8 KiB chunks, where a short last chunk is normal.
         if 0 < len(data) < size < 8192 and self.cut is None:
             self.cut = (self.pos, size)
+            if self.raise_on_cut:
+                self.pos += len(data)
+                raise _Cut()
         self.pos += len(data)
         return data
 
@@ -369,7 +385,10 @@ class _Session:
 
     def get(self, start: int, stop: int) -> None:
         """One ranged GET of [start, stop)."""
-        data = self.fetch(start, stop - 1)
+        try:
+            data = self.fetch(start, stop - 1)
+        except Exception as exc:
+            raise _FetchFailed(exc) from exc
         self.requests += 1
         self.bytes_read += len(data)
         if not data:
@@ -409,15 +428,22 @@ class _Session:
 
     def _parse(self, view: _View) -> HeaderRead:
         try:
+            # A short preamble only means "no preamble".
+            view.raise_on_cut = False
             preamble = read_preamble(view, force=True)  # type: ignore[arg-type]
             self.has_dicm = preamble is not None
-            view.cut = None  # a short preamble only means "no preamble"
+            view.cut = None
+            view.raise_on_cut = True
             meta = _read_file_meta_info(view)  # type: ignore[arg-type]
         except (_Stop, _NeedMoreBytes):
             raise
         except Exception as exc:
             if view.need is not None:
                 raise view.need from exc
+            if view.cut is not None:
+                raise _Stop(
+                    "unreadable", _cut_message(view, None, "the file meta information")
+                ) from exc
             raise _Stop(
                 *self._no_dataset(f"file meta information is corrupt ({exc})")
             ) from exc
@@ -511,6 +537,14 @@ class _Session:
         except Exception as exc:
             if view.need is not None:
                 raise view.need from exc
+            if view.cut is not None:
+                last_tag = tracker.last.tag if tracker.last else None
+                raise _Stop(
+                    "unreadable",
+                    _cut_message(
+                        view, last_tag, "the first element of the dataset", where
+                    ),
+                ) from exc
             inside = (
                 f" inside element {_tag_str(tracker.last.tag)}" if tracker.last else ""
             )
@@ -706,6 +740,8 @@ def read_header(
         raise _Stop(
             "unreadable", f"Header still incomplete after {_MAX_ROUNDS} ranged reads"
         )
+    except _FetchFailed as failed:
+        raise failed.original from None
     except _Stop as stop:
         return HeaderRead(
             status=stop.status,

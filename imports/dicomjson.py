@@ -631,6 +631,19 @@ def _check_number_string(
 
 
 def _string_problem(vr: str, value: str) -> str | None:
+    # Format problems first: "DA is YYYYMMDD" helps more than "DA is at most 8 characters".
+    if vr == "UI":
+        return uid_problem(value)
+    if vr == "DA" and (problem := _date_problem(value)):
+        return problem
+    if vr == "TM" and value and not _TM_RE.fullmatch(value.rstrip(" ")):
+        return f"'{value}' is not a valid time; TM is HH, HHMM, HHMMSS or HHMMSS.FFFFFF"
+    if vr == "DT" and value and not _DT_RE.fullmatch(value.rstrip(" ")):
+        return f"'{value}' is not a valid date-time; DT is YYYYMMDDHHMMSS.FFFFFF with an optional +HHMM offset"
+    if vr == "AS" and not _AS_RE.fullmatch(value):
+        return f"'{value}' is not a valid age; AS is three digits then D, W, M or Y, such as '045Y'"
+    if vr == "CS" and not _CS_RE.fullmatch(value):
+        return f"'{value}' is not a valid CS; CS allows uppercase letters, digits, space and underscore"
     limit = MAX_LENGTH.get(vr)
     if limit is not None and len(value) > limit:
         what = f"{vr} is at most {limit} characters" + (
@@ -642,19 +655,8 @@ def _string_problem(vr: str, value: str) -> str | None:
     allowed_controls = "\t\n\r\f\x1b" if vr in _TEXT_CONTROL_OK else "\x1b"
     bad = sorted({c for c in value if ord(c) < 0x20 and c not in allowed_controls})
     if bad:
-        return f"contains control character{'s' if len(bad) > 1 else ''} {', '.join(f'U+{ord(c):04X}' for c in bad)}, which {vr} does not allow"
-    if vr == "UI":
-        return uid_problem(value)
-    if vr == "CS" and not _CS_RE.fullmatch(value):
-        return f"'{value}' is not a valid CS; CS allows uppercase letters, digits, space and underscore"
-    if vr == "AS" and not _AS_RE.fullmatch(value):
-        return f"'{value}' is not a valid age; AS is three digits then D, W, M or Y, such as '045Y'"
-    if vr == "DA":
-        return _date_problem(value)
-    if vr == "TM" and value and not _TM_RE.fullmatch(value.rstrip(" ")):
-        return f"'{value}' is not a valid time; TM is HH, HHMM, HHMMSS or HHMMSS.FFFFFF"
-    if vr == "DT" and value and not _DT_RE.fullmatch(value.rstrip(" ")):
-        return f"'{value}' is not a valid date-time; DT is YYYYMMDDHHMMSS.FFFFFF with an optional +HHMM offset"
+        names = ", ".join(f"U+{ord(c):04X}" for c in bad)
+        return f"contains control character{'s' if len(bad) > 1 else ''} {names}, which {vr} does not allow"
     return None
 
 
