@@ -17,6 +17,9 @@ from typing import Literal
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+
+# _read_file_meta_info is private, but read_partial inflates a deflated body with one read() to the end, which
+# a ranged reader cannot serve; reading the meta alone lets this module take over where the dataset starts.
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
