@@ -15,6 +15,7 @@ import pytest
 from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -140,9 +141,9 @@ def build(
         ds.save_as(buffer, implicit_vr=True, little_endian=True)
         return buffer.getvalue()
     meta = FileMetaDataset()
-    meta.TransferSyntaxUID = transfer_syntax
-    meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
-    meta.MediaStorageSOPInstanceUID = SOP
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.MediaStorageSOPClassUID = UID(CT_IMAGE_STORAGE)
+    meta.MediaStorageSOPInstanceUID = UID(SOP)
     ds.file_meta = meta
     ds.save_as(buffer, enforce_file_format=True)
     data = buffer.getvalue()
@@ -161,10 +162,18 @@ def pixel_data_offset(data: bytes) -> int:
     ds = pydicom.dcmread(io.BytesIO(data), force=True)
     elem = ds["PixelData"]
     header = 8 if ds.original_encoding[0] else 12
-    return int(elem.file_tell) - header
+    assert elem.file_tell is not None
+    return elem.file_tell - header
 
 
 # --- every file pydicom ships ----------------------------------------------------------------------------------
+
+
+def ct_small_path() -> str:
+    path = get_testdata_file("CT_small.dcm")
+    assert isinstance(path, str)
+    return path
+
 
 _DATA_ROOT = Path(pydicom.data.__file__).parent
 SHIPPED = sorted(p for p in get_testdata_files() if os.path.isfile(p))
@@ -204,7 +213,7 @@ def test_it_reads_the_same_uids_as_dcmread_for_every_file_pydicom_ships(
 
 
 def test_it_reads_ct_small_in_one_request_and_finds_its_pixel_data() -> None:
-    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    data = Path(ct_small_path()).read_bytes()
     result, _ = read(data, to_pixel_data=True)
     assert (result.status, result.requests, result.bytes_read) == ("ok", 1, 16384)
     assert result.header_length == pixel_data_offset(data) == 6288
@@ -499,7 +508,7 @@ def test_it_accepts_a_valid_dicom_json_object_and_lists_its_uids() -> None:
 
 
 def test_it_accepts_pydicoms_own_json_output() -> None:
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"), stop_before_pixels=True)
+    ds = pydicom.dcmread(ct_small_path(), stop_before_pixels=True)
     result = validate_dicom_json(ds.to_json())
     assert result.is_valid, result.errors
 
