@@ -210,3 +210,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
 AWS_CONNECT_TIMEOUT = env.float("AWS_CONNECT_TIMEOUT", default=5.0)
 AWS_READ_TIMEOUT = env.float("AWS_READ_TIMEOUT", default=30.0)
 AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=5)
+
+# --- Scanning -------------------------------------------------------------------------------
+# Header reads start with SCAN_FIRST_READ_BYTES and are extended only when the header runs past them.
+SCAN_THREADS = env.int("SCAN_THREADS", default=16)
+SCAN_FIRST_READ_BYTES = env.int("SCAN_FIRST_READ_BYTES", default=16 * 1024)
+# JSON metadata files larger than this are reported, not read.
+SCAN_JSON_MAX_BYTES = env.int("SCAN_JSON_MAX_BYTES", default=1024 * 1024)

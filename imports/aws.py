@@ -229,6 +229,17 @@ def s3_list_page(
     )
 
 
+def s3_get_range(*, region: str, bucket: str, key: str, start: int, end: int) -> bytes:
+    """Bytes start..end (inclusive) of an object: one ranged GET."""
+    try:
+        response = s3_client(region).get_object(
+            Bucket=bucket, Key=key, Range=f"bytes={start}-{end}"
+        )
+        return response["Body"].read()
+    except _AWS_ERRORS as error:
+        raise _translate(error, f"Reading s3://{bucket}/{key}") from error
+
+
 def s3_put_object(
     *, region: str, bucket: str, key: str, body: bytes, content_type: str
 ) -> str:

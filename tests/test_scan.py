@@ -1,0 +1,418 @@
+"""Scanning a prefix: headers only, by ranged GETs, cached per ETag, indexed into studies and series.
+
+Everything runs against localaws over HTTP; request counts are read from its call log, at the server.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pydicom.data
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
+
+from imports import scans
+from imports.models import AuditEvent, ObjectHeader, Scan, ScanObject
+from localaws.testing import LocalAWSHandle, dicom_bytes
+
+STUDY = "1.2.826.0.1.3680043.8.498.1"
+SERIES = "1.2.826.0.1.3680043.8.498.1.1"
+
+
+def run_scan(prefix: str = "incoming/", bucket: str = "scan-in") -> Scan:
+    scan, created = scans.scan_start(
+        actor=None, bucket=bucket, prefix=prefix, region="us-east-1", enqueue=False
+    )
+    assert created
+    result = scans.scan_run(scan_id=scan.pk)
+    assert result is not None
+    return result
+
+
+def gets(localaws: LocalAWSHandle) -> list[dict[str, Any]]:
+    return localaws.calls("s3", "GetObject")
+
+
+def headers_of(scan: Scan) -> dict[str, ObjectHeader]:
+    return {
+        h.key: h
+        for h in ObjectHeader.objects.filter(
+            pk__in=ScanObject.objects.filter(scan=scan).values("header")
+        )
+    }
+
+
+@pytest.fixture
+def bucket(localaws: LocalAWSHandle) -> LocalAWSHandle:
+    localaws.create_bucket("scan-in")
+    return localaws
+
+
+def bundled_dicom_files() -> list[Path]:
+    # The files shipped inside the pydicom wheel, listed from disk: get_testdata_files() would try
+    # to download the rest.
+    return sorted(
+        p
+        for p in SHIPPED.rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".json", ".txt", ".gz")
+    )
+
+
+SHIPPED = Path(pydicom.data.__file__).parent / "test_files"
+
+
+def test_it_agrees_with_dcmread_on_every_file_pydicom_ships(
+    db: None, bucket: LocalAWSHandle
+) -> None:
+    files = bundled_dicom_files()
+    assert len(files) > 40
+    for path in files:
+        bucket.put(
+            f"s3://scan-in/incoming/{path.relative_to(SHIPPED)}", path.read_bytes()
+        )
+    scan = run_scan()
+    headers = headers_of(scan)
+    assert len(headers) == len(files)
+    compared = 0
+    for path in files:
+        header = headers[f"incoming/{path.relative_to(SHIPPED)}"]
+        try:
+            whole = pydicom.dcmread(path)
+            expected = (
+                whole.StudyInstanceUID,
+                whole.SeriesInstanceUID,
+                whole.SOPInstanceUID,
+                whole.file_meta.TransferSyntaxUID,
+            )
+        except Exception:
+            expected = None
+        if expected is not None and header.status == ObjectHeader.Status.OK:
+            compared += 1
+            assert (
+                header.study_instance_uid,
+                header.series_instance_uid,
+                header.sop_instance_uid,
+                header.transfer_syntax_uid,
+            ) == tuple(str(v) for v in expected), path.name
+        else:
+            assert header.status != ObjectHeader.Status.OK or expected is not None
+            if header.status != ObjectHeader.Status.OK:
+                assert header.error, f"{path.name} has no reason"
+    assert compared > 30
+
+
+def encoded(
+    transfer_syntax: str, *, preamble: bool = True, private_bytes: int = 0, **attrs: Any
+) -> bytes:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.file_meta.MediaStorageSOPInstanceUID = attrs.get(
+        "SOPInstanceUID", generate_uid()
+    )
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = STUDY
+    ds.SeriesInstanceUID = SERIES
+    ds.PatientName = "Doe^John"
+    ds.Modality = "CT"
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
+    if private_bytes:
+        ds.add_new(0x00291010, "OB", b"\x01" * private_bytes)
+    ds.PixelData = os.urandom(64 * 1024)  # random, so that deflate cannot shrink it
+    ds["PixelData"].VR = "OW"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=preamble, implicit_vr=transfer_syntax == ImplicitVRLittleEndian,
+               little_endian=transfer_syntax != ExplicitVRBigEndian)  # fmt: skip
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "transfer_syntax",
+    [
+        "1.2.840.10008.1.2.1",
+        ImplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+        DeflatedExplicitVRLittleEndian,
+    ],
+)
+def test_it_reads_each_encoding_without_touching_pixel_data(
+    db: None, bucket: LocalAWSHandle, transfer_syntax: str
+) -> None:
+    data = encoded(transfer_syntax)
+    bucket.put("s3://scan-in/incoming/a.dcm", data)
+    bucket.clear_calls()
+    header = headers_of(run_scan())["incoming/a.dcm"]
+    assert header.status == ObjectHeader.Status.OK, header.error
+    assert (header.study_instance_uid, header.series_instance_uid) == (STUDY, SERIES)
+    assert header.transfer_syntax_uid == transfer_syntax
+    assert header.requests == len(gets(bucket)) == 1
+    assert header.bytes_read < len(data) // 2
+
+
+def test_it_reads_a_header_longer_than_the_first_read_in_two_requests(
+    db: None, bucket: LocalAWSHandle, settings: Any
+) -> None:
+    settings.SCAN_FIRST_READ_BYTES = 4096
+    data = encoded(
+        "1.2.840.10008.1.2.1",
+        private_bytes=100 * 1024,
+        SeriesDescription="after the private group",
+    )
+    bucket.put("s3://scan-in/incoming/long.dcm", data)
+    bucket.clear_calls()
+    header = headers_of(run_scan())["incoming/long.dcm"]
+    assert header.status == ObjectHeader.Status.OK, header.error
+    assert header.series_instance_uid == SERIES
+    assert len(gets(bucket)) == header.requests <= 2
+    assert header.bytes_read < len(data)
+
+
+def test_a_rescan_of_an_unchanged_prefix_reads_nothing(
+    db: None, bucket: LocalAWSHandle
+) -> None:
+    for i in range(5):
+        bucket.put(
+            f"s3://scan-in/incoming/{i}.dcm",
+            dicom_bytes(study=STUDY, series=SERIES, InstanceNumber=i),
+        )
+    first = run_scan()
+    assert len(gets(bucket)) == 5
+    bucket.clear_calls()
+    second = run_scan()
+    assert gets(bucket) == []
+    assert (second.objects_done, second.objects_cached) == (5, 5)
+    assert (
+        second.studies.get().instance_count == first.studies.get().instance_count == 5
+    )
+
+
+def test_a_rescan_rereads_only_a_changed_object(
+    db: None, bucket: LocalAWSHandle
+) -> None:
+    bucket.put("s3://scan-in/incoming/a.dcm", dicom_bytes(study=STUDY, series=SERIES))
+    bucket.put("s3://scan-in/incoming/b.dcm", dicom_bytes(study=STUDY, series=SERIES))
+    run_scan()
+    bucket.put(
+        "s3://scan-in/incoming/b.dcm",
+        dicom_bytes(study=STUDY, series=SERIES, StudyDescription="CHANGED"),
+    )
+    bucket.clear_calls()
+    scan = run_scan()
+    assert len(gets(bucket)) == 1
+    assert headers_of(scan)["incoming/b.dcm"].study_description == "CHANGED"
+
+
+def test_it_lists_past_a_thousand_keys(db: None, bucket: LocalAWSHandle) -> None:
+    s3 = bucket.s3_client()
+    for i in range(1005):
+        s3.put_object(Bucket="scan-in", Key=f"incoming/deep/{i:05}.txt", Body=b"x")
+    scan = run_scan()
+    assert scan.objects_listed == 1005
+    assert len(bucket.calls("s3", "ListObjectsV2")) == 2
+    assert ScanObject.objects.filter(scan=scan).count() == 1005
+    assert scan.folders == 1
+
+
+def test_it_indexes_studies_and_series_and_flags_disagreements(
+    db: None, bucket: LocalAWSHandle
+) -> None:
+    other_series = SERIES + ".2"
+    for i, description in enumerate(["CT CHEST", "CT CHEST", "CT Chest"]):
+        bucket.put(
+            f"s3://scan-in/incoming/a{i}.dcm",
+            dicom_bytes(
+                study=STUDY,
+                series=SERIES,
+                StudyDescription=description,
+                InstanceNumber=i,
+            ),
+        )
+    bucket.put(
+        "s3://scan-in/incoming/b.dcm",
+        dicom_bytes(
+            study=STUDY,
+            series=other_series,
+            SeriesNumber=2,
+            StudyDescription="CT CHEST",
+        ),
+    )
+    scan = run_scan()
+    study = scan.studies.get()
+    assert study.instance_count == 4
+    assert study.study_description == "CT CHEST"
+    assert study.variants == {"StudyDescription": ["CT CHEST", "CT Chest"]}
+    series = {s.series_instance_uid: s for s in study.series.all()}
+    assert series[SERIES].instance_count == 3
+    assert series[other_series].series_number == 2
+    assert series[SERIES].transfer_syntaxes == ["1.2.840.10008.1.2.1"]
+
+
+def test_it_records_every_bad_object_with_its_reason(
+    db: None, bucket: LocalAWSHandle, settings: Any
+) -> None:
+    settings.SCAN_JSON_MAX_BYTES = 1024 * 1024
+    bucket.put("s3://scan-in/incoming/ok.dcm", dicom_bytes(study=STUDY, series=SERIES))
+    bucket.put("s3://scan-in/incoming/empty.dcm", b"")
+    bucket.put("s3://scan-in/incoming/fake.dcm", b"\0" * 128 + b"DICM" + b"\xff" * 300)
+    bucket.put("s3://scan-in/incoming/notes/readme.txt", b"hello, not a DICOM file")
+    bucket.put(
+        "s3://scan-in/incoming/truncated.dcm",
+        dicom_bytes(study=STUDY, series=SERIES)[:200],
+    )
+    bucket.put(
+        "s3://scan-in/incoming/huge.json", b"{" + b" " * (50 * 1024 * 1024) + b"}"
+    )
+    bucket.clear_calls()
+    scan = run_scan()
+    headers = headers_of(scan)
+    assert scan.status == Scan.Status.COMPLETED
+    assert headers["incoming/ok.dcm"].status == ObjectHeader.Status.OK
+    assert (
+        headers["incoming/empty.dcm"].status,
+        headers["incoming/empty.dcm"].error,
+    ) == ("unreadable", "0-byte object")
+    assert headers["incoming/fake.dcm"].status in ("unreadable", "not_dicom")
+    assert headers["incoming/fake.dcm"].error
+    assert headers["incoming/notes/readme.txt"].status == ObjectHeader.Status.NOT_DICOM
+    assert headers["incoming/truncated.dcm"].status == ObjectHeader.Status.UNREADABLE
+    assert headers["incoming/truncated.dcm"].error
+    huge = headers["incoming/huge.json"]
+    assert huge.status == ObjectHeader.Status.JSON_INVALID
+    assert "metadata files over 1,048,576 bytes are not read" in huge.error
+    assert huge.requests == 0
+    assert all("huge.json" not in str(call) for call in gets(bucket))
+    assert scan.studies.count() == 1
+
+
+def test_it_checks_json_metadata_files_and_records_their_uids(
+    db: None, bucket: LocalAWSHandle
+) -> None:
+    bucket.put(
+        "s3://scan-in/incoming/meta/study.json",
+        {
+            "0020000D": {"vr": "UI", "Value": [STUDY]},
+            "00081030": {"vr": "LO", "Value": ["CT CHEST"]},
+        },
+    )
+    bucket.put(
+        "s3://scan-in/incoming/meta/broken.json",
+        b'{"00081030": {"vr": "LO", "Value": ["x"]',
+    )
+    bucket.put(
+        "s3://scan-in/incoming/meta/wrong-vr.json",
+        {"00081030": {"vr": "PN", "Value": [{"Alphabetic": "x"}]}},
+    )
+    headers = headers_of(run_scan())
+    assert headers["incoming/meta/study.json"].status == ObjectHeader.Status.JSON_VALID
+    assert headers["incoming/meta/study.json"].json_study_uids == [STUDY]
+    assert (
+        headers["incoming/meta/broken.json"].status == ObjectHeader.Status.JSON_INVALID
+    )
+    assert (
+        headers["incoming/meta/wrong-vr.json"].status
+        == ObjectHeader.Status.JSON_INVALID
+    )
+    assert headers["incoming/meta/wrong-vr.json"].json_errors
+
+
+def test_an_empty_prefix_completes_with_nothing_found(
+    db: None, bucket: LocalAWSHandle
+) -> None:
+    scan = run_scan(prefix="nothing-here/")
+    assert (scan.status, scan.objects_listed, scan.studies.count()) == (
+        Scan.Status.COMPLETED,
+        0,
+        0,
+    )
+
+
+def test_a_missing_bucket_fails_with_a_clear_message(
+    db: None, localaws: LocalAWSHandle
+) -> None:
+    scan = run_scan(bucket="no-such-bucket")
+    assert scan.status == Scan.Status.FAILED
+    assert scan.error == "Bucket “no-such-bucket” does not exist."
+    assert not scan.studies.exists()
+
+
+def test_access_denied_fails_with_a_clear_message(
+    db: None, bucket: LocalAWSHandle
+) -> None:
+    bucket.add_fault(
+        service="s3", operation="ListObjectsV2", error="AccessDenied", count=1
+    )
+    scan = run_scan()
+    assert scan.status == Scan.Status.FAILED
+    assert scan.error.startswith(
+        "The dashboard may not read s3://scan-in/incoming/ (AccessDenied)"
+    )
+
+
+def test_a_denied_read_is_not_cached_as_the_files_fault(
+    db: None, bucket: LocalAWSHandle
+) -> None:
+    bucket.put("s3://scan-in/incoming/a.dcm", dicom_bytes(study=STUDY, series=SERIES))
+    bucket.add_fault(service="s3", operation="GetObject", error="AccessDenied", count=1)
+    first = headers_of(run_scan())["incoming/a.dcm"]
+    assert first.status == ObjectHeader.Status.UNREADABLE
+    assert first.error.startswith(
+        "S3: Reading s3://scan-in/incoming/a.dcm: AccessDenied"
+    )
+    second = headers_of(run_scan())["incoming/a.dcm"]
+    assert second.status == ObjectHeader.Status.OK
+    assert second.pk == first.pk
+
+
+def test_two_scans_of_one_prefix_share_one_run(db: None) -> None:
+    first, created = scans.scan_start(
+        actor=None, bucket="b", prefix="p/", region="us-east-1", enqueue=False
+    )
+    second, created_again = scans.scan_start(
+        actor=None, bucket="b", prefix="p/", region="us-east-1", enqueue=False
+    )
+    assert (created, created_again) == (True, False)
+    assert first.pk == second.pk
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.SCAN_STARTED).count() == 1
+
+
+def test_a_scan_runs_only_once(db: None, bucket: LocalAWSHandle) -> None:
+    scan, _ = scans.scan_start(
+        actor=None,
+        bucket="scan-in",
+        prefix="incoming/",
+        region="us-east-1",
+        enqueue=False,
+    )
+    assert scans.scan_run(scan_id=scan.pk) is not None
+    assert scans.scan_run(scan_id=scan.pk) is None
+
+
+def test_a_queued_scan_is_cancelled_on_the_spot(db: None) -> None:
+    scan, _ = scans.scan_start(
+        actor=None, bucket="b", prefix="p/", region="us-east-1", enqueue=False
+    )
+    assert scans.scan_cancel(scan=scan, actor=None)
+    scan.refresh_from_db()
+    assert scan.status == Scan.Status.CANCELLED
+    assert scans.scan_run(scan_id=scan.pk) is None
+
+
+def test_starting_a_scan_enqueues_its_task_after_commit(
+    db: None, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks() as callbacks:
+        scans.scan_start(actor=None, bucket="b", prefix="p/", region="us-east-1")
+    assert len(callbacks) == 1
