@@ -192,8 +192,12 @@ class LocalAWS:
         )
         self.port = self._server.server_port
         self._stopping.clear()
+        # A short poll interval keeps stop() quick; the restart tests notice it.
         serve = threading.Thread(
-            target=self._server.serve_forever, name="localaws-http", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="localaws-http",
+            daemon=True,
         )
         serve.start()
         self._threads.append(serve)
@@ -207,9 +211,13 @@ class LocalAWS:
         return self
 
     def wait(self) -> None:
-        """Block until stop() is called from another thread; Ctrl-C raises KeyboardInterrupt here."""
+        """Block until request_stop() or stop() is called from another thread or a signal handler."""
         while not self._stopping.wait(0.5):
             pass
+
+    def request_stop(self) -> None:
+        """Make wait() return; safe to call from a signal handler."""
+        self._stopping.set()
 
     def stop(self) -> None:
         self._stopping.set()

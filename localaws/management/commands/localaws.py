@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -32,9 +33,12 @@ class Command(BaseCommand):
         if options["state"]:
             self.stdout.write(f"localaws: state kept in {options['state']}")
         self.stdout.flush()
+        # honcho and docker stop with SIGTERM; a shell's background job may ignore SIGINT. Both end cleanly,
+        # so the state directory gets its final save.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: server.request_stop())
         try:
             server.wait()
-        except KeyboardInterrupt:
-            self.stdout.write("localaws: stopping")
         finally:
+            self.stdout.write("localaws: stopping")
             server.stop()
