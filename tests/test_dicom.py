@@ -12,7 +12,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file, get_testdata_files
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     UID,
@@ -176,7 +176,12 @@ def ct_small_path() -> str:
 
 
 _DATA_ROOT = Path(pydicom.data.__file__).parent
-SHIPPED = sorted(p for p in get_testdata_files() if os.path.isfile(p))
+# Listed from disk: get_testdata_files() would also try to download pydicom's external test files.
+SHIPPED = sorted(
+    str(p)
+    for p in (_DATA_ROOT / "test_files").rglob("*")
+    if p.is_file() and p.suffix != ".py"
+)
 
 
 @pytest.mark.parametrize(
