@@ -551,7 +551,13 @@ class HealthImaging:
         def late() -> None:
             # Written even when the server stops first, so a restarted demo still finds it.
             stop.wait(delay)
-            jobs.write_manifest(folder, summary)
+            try:
+                jobs.write_manifest(folder, summary)
+            except Exception:
+                # A reset may have removed the bucket meanwhile; there is nobody left to tell.
+                log.warning(
+                    "localaws could not write the delayed manifest to %s", folder
+                )
             self.on_change()
 
         thread = threading.Thread(
