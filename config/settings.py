@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
+    "django.contrib.humanize",
     "imports",
     "localaws",
 ]
@@ -217,3 +218,5 @@ SCAN_THREADS = env.int("SCAN_THREADS", default=16)
 SCAN_FIRST_READ_BYTES = env.int("SCAN_FIRST_READ_BYTES", default=16 * 1024)
 # JSON metadata files larger than this are reported, not read.
 SCAN_JSON_MAX_BYTES = env.int("SCAN_JSON_MAX_BYTES", default=1024 * 1024)
+# Region for S3 browsing when no datastore is chosen (boto3 follows bucket-region redirects).
+AWS_DEFAULT_REGION = env.str("AWS_DEFAULT_REGION", default="us-east-1")

@@ -732,9 +732,24 @@ def read_header(
     """
     if size <= 0:
         return HeaderRead(status="unreadable", error="0-byte object")
-    session = _Session(fetch, size, first_read, max_header, to_pixel_data)
+    first: list[bytes] = []
+
+    def fetch_and_keep_first(start: int, end: int) -> bytes:
+        data = fetch(start, end)
+        if not first:
+            first.append(data)
+        return data
+
+    session = _Session(
+        fetch_and_keep_first, size, first_read, max_header, to_pixel_data
+    )
     try:
         session.get(0, min(size, max(first_read, 1)))
+        if not _could_be_dicom(first[0] if first else b"", size):
+            raise _Stop(
+                "not_dicom",
+                "Not a DICOM file: no DICM prefix and no recognisable dataset",
+            )
         for _ in range(_MAX_ROUNDS):
             try:
                 return session.parse()
@@ -760,6 +775,20 @@ def read_header(
             bytes_read=session.bytes_read,
             requests=session.requests,
         )
+
+
+def _could_be_dicom(head: bytes, size: int) -> bool:
+    """False when the first bytes rule DICOM out: no DICM prefix, no file meta group, no dataset start.
+
+    Without this, a short text file would come back as a DICOM file "cut inside an element header".
+    """
+    if len(head) < min(size, 132):
+        return True  # too little fetched to rule anything out: let the parse decide
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return True
+    if head[:2] == b"\x02\x00" or head[:2] == b"\x00\x02":
+        return True
+    return raw_dataset_encoding(head, size) is not None
 
 
 def sniff_kind(key: str, head: bytes) -> Literal["dicom", "json", "other"]:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 
 from imports import aws
 from imports.audit import audit_record
-from imports.models import AuditEvent, Datastore
+from imports.dicom import sniff_kind
+from imports.models import AuditEvent, Datastore, ObjectHeader, Scan
 from imports.validators import split_s3_uri
 
 Actor = AbstractBaseUser | AnonymousUser | None
@@ -163,4 +166,107 @@ def _check_output_writable(datastore: Datastore) -> CheckResult:
         name,
         True,
         f"{datastore.output_s3_uri} is writable (a test object was written and deleted).",
+    )
+
+
+# --- Browsing -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BrowseEntry:
+    key: str
+    name: str
+    size: int
+    last_modified: Any
+    kind: str
+
+
+@dataclass(frozen=True)
+class BrowsePage:
+    bucket: str
+    prefix: str
+    folders: list[tuple[str, str]]  # (prefix, display name)
+    entries: list[BrowseEntry]
+    next_token: str | None
+
+
+# Bytes enough to tell DICOM (preamble + "DICM", or a bare dataset) and JSON apart.
+SNIFF_BYTES = 512
+
+
+def s3_browse(
+    *, region: str, bucket: str, prefix: str, token: str | None, page_size: int = 1000
+) -> BrowsePage:
+    """One page of a folder listing, each object with its kind.
+
+    The name tells the kind of most objects; a scanned object's kind is known from the scan cache;
+    only the rest cost a small ranged GET, in parallel, and only for the entries shown.
+    """
+    page = aws.s3_list_page(
+        region=region, bucket=bucket, prefix=prefix, token=token, max_keys=page_size
+    )
+    objects = [obj for obj in page.objects if obj.key != prefix]
+    kinds: dict[str, str] = {}
+    unknown: list[aws.S3Object] = []
+    cached = dict(
+        ObjectHeader.objects.filter(
+            bucket=bucket, key__in=[o.key for o in objects]
+        ).values_list("key", "kind")
+    )
+    for obj in objects:
+        by_name = sniff_kind(obj.key, b"")
+        if by_name != "other":
+            kinds[obj.key] = by_name
+        elif obj.key in cached:
+            kinds[obj.key] = cached[obj.key]
+        elif obj.size == 0:
+            kinds[obj.key] = "other"
+        else:
+            unknown.append(obj)
+    if unknown:
+        with ThreadPoolExecutor(max_workers=settings.SCAN_THREADS) as pool:
+            for obj, kind in zip(
+                unknown,
+                pool.map(lambda o: _sniff(region, bucket, o), unknown),
+                strict=True,
+            ):
+                kinds[obj.key] = kind
+    return BrowsePage(
+        bucket=bucket,
+        prefix=prefix,
+        folders=[(folder, folder[len(prefix) :]) for folder in page.folders],
+        entries=[
+            BrowseEntry(
+                key=obj.key,
+                name=obj.key[len(prefix) :],
+                size=obj.size,
+                last_modified=obj.last_modified,
+                kind=kinds[obj.key],
+            )
+            for obj in objects
+        ],
+        next_token=page.next_token,
+    )
+
+
+def _sniff(region: str, bucket: str, obj: aws.S3Object) -> str:
+    try:
+        head = aws.s3_get_range(
+            region=region, bucket=bucket, key=obj.key, start=0, end=SNIFF_BYTES - 1
+        )
+    except aws.AwsError:
+        return "unknown"
+    return sniff_kind(obj.key, head)
+
+
+# --- Patient data ---------------------------------------------------------------------------
+
+
+def phi_reveal(*, actor: Actor, scan: Scan) -> None:
+    """Record that `actor` looked at the unmasked patient names and IDs of a scan."""
+    audit_record(
+        actor=actor,
+        action=AuditEvent.Action.PHI_REVEALED,
+        target=scan,
+        summary=f"Revealed patient names and IDs in the scan of {scan.uri}",
     )

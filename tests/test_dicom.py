@@ -786,3 +786,14 @@ def test_it_builds_a_dataset_from_valid_dicom_json() -> None:
 def test_it_refuses_to_build_a_dataset_from_invalid_dicom_json() -> None:
     with pytest.raises(ValueError, match="use the tag '00100010'"):
         dataset_from_dicom_json({"PatientName": attr("PN", {"Alphabetic": "Doe"})})
+
+
+@pytest.mark.parametrize(
+    "data", [b"hello", b"plain text", b"x" * 131, b"%PDF-1.7\n" + b"\0" * 200]
+)
+def test_it_calls_short_and_plain_files_not_dicom_rather_than_cut(data: bytes) -> None:
+    result = read_header(lambda start, end: data[start : end + 1], size=len(data))
+    assert (result.status, result.error) == (
+        "not_dicom",
+        "Not a DICOM file: no DICM prefix and no recognisable dataset",
+    )

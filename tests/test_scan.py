@@ -15,6 +15,7 @@ import pydicom.data
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ImplicitVRLittleEndian,
@@ -116,11 +117,11 @@ def encoded(
 ) -> bytes:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    ds.file_meta.MediaStorageSOPInstanceUID = attrs.get(
-        "SOPInstanceUID", generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.2")
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(
+        attrs.get("SOPInstanceUID", generate_uid())
     )
-    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ds.file_meta.TransferSyntaxUID = UID(transfer_syntax)
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID = STUDY
@@ -416,3 +417,68 @@ def test_starting_a_scan_enqueues_its_task_after_commit(
     with django_capture_on_commit_callbacks() as callbacks:
         scans.scan_start(actor=None, bucket="b", prefix="p/", region="us-east-1")
     assert len(callbacks) == 1
+
+
+def test_the_command_prints_one_json_line_per_object(
+    db: None, bucket: LocalAWSHandle, capsys: Any
+) -> None:
+    import json
+
+    from django.core.management import call_command
+
+    bucket.put(
+        "s3://scan-in/incoming/a.dcm",
+        dicom_bytes(study=STUDY, series=SERIES, Modality="MR"),
+    )
+    bucket.put("s3://scan-in/incoming/b.txt", b"hello")
+    call_command("scan", "s3://scan-in/incoming/", "--json")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["key"] for line in lines] == ["incoming/a.dcm", "incoming/b.txt"]
+    assert set(lines[0]) == {
+        "key",
+        "kind",
+        "status",
+        "study_uid",
+        "series_uid",
+        "sop_uid",
+        "modality",
+        "bytes_read",
+        "requests",
+        "error",
+    }
+    assert (
+        lines[0]["kind"],
+        lines[0]["status"],
+        lines[0]["study_uid"],
+        lines[0]["modality"],
+    ) == ("dicom", "ok", STUDY, "MR")
+    assert lines[0]["requests"] == 1
+    assert (lines[1]["kind"], lines[1]["status"]) == ("other", "not_dicom")
+
+
+def test_the_command_prints_a_summary(
+    db: None, bucket: LocalAWSHandle, capsys: Any
+) -> None:
+    from django.core.management import call_command
+
+    bucket.put("s3://scan-in/incoming/a.dcm", dicom_bytes(study=STUDY, series=SERIES))
+    call_command("scan", "s3://scan-in/incoming/")
+    out = capsys.readouterr().out
+    assert "Scan of s3://scan-in/incoming/: Completed" in out
+    assert "studies   1 (0 with inconsistent attributes), series 1" in out
+
+
+def test_the_command_rejects_a_malformed_uri(db: None) -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="is not an S3 URI HealthImaging accepts"):
+        call_command("scan", "s3:/nope")
+
+
+def test_the_command_fails_on_a_missing_bucket(
+    db: None, localaws: LocalAWSHandle
+) -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="Bucket “nope-bucket” does not exist."):
+        call_command("scan", "s3://nope-bucket/x/")

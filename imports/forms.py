@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from imports.models import Datastore, Scan
+from imports.validators import split_s3_uri, validate_s3_uri
+
+
+class BrowseForm(forms.Form):
+    """Where to browse: a datastore (its default input URI) and/or an s3:// URI."""
+
+    datastore = forms.ModelChoiceField(
+        queryset=Datastore.objects.filter(enabled=True),
+        required=False,
+        empty_label="No datastore",
+    )
+    uri = forms.CharField(
+        label="S3 URI",
+        required=False,
+        max_length=1024,
+        widget=forms.TextInput(
+            attrs={"placeholder": "s3://bucket/prefix/", "spellcheck": "false"}
+        ),
+    )
+
+    def clean_uri(self) -> str:
+        uri: str = self.cleaned_data["uri"].strip()
+        if uri:
+            validate_s3_uri(uri)
+        return uri
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        datastore: Datastore | None = data.get("datastore")
+        uri = data.get("uri") or (datastore.input_s3_uri if datastore else "")
+        if "uri" in self.errors:
+            return data
+        if not uri:
+            raise ValidationError(
+                "Choose a datastore or type an S3 URI such as s3://bucket/prefix/."
+            )
+        bucket, prefix = split_s3_uri(uri)
+        # Browsing is by folder: "s3://b/incoming" means the folder "incoming/".
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        data["bucket"], data["prefix"] = bucket, prefix
+        data["uri"] = f"s3://{bucket}/{prefix}"
+        return data
+
+
+class ScanFilterForm(forms.Form):
+    status = forms.ChoiceField(
+        choices=[("", "Any status"), *Scan.Status.choices], required=False
+    )
+    q = forms.CharField(label="Bucket or prefix", required=False, max_length=200)

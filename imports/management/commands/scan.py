@@ -1,0 +1,111 @@
+"""`python manage.py scan s3://bucket/prefix/ [--json]`: the scan service, from a shell."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from imports import scans
+from imports.models import Datastore, ObjectHeader, Scan, ScanObject
+from imports.validators import split_s3_uri, validate_s3_uri
+
+
+class Command(BaseCommand):
+    help = "Scan an S3 prefix: read every DICOM header (ranged reads), check JSON metadata files, index studies."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("uri", help="s3://bucket/prefix/")
+        parser.add_argument(
+            "--datastore", help="name of the datastore whose region and quotas apply"
+        )
+        parser.add_argument(
+            "--region",
+            help="AWS region of the bucket (default: the datastore's, else AWS_DEFAULT_REGION)",
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="print one JSON line per object"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            validate_s3_uri(options["uri"])
+        except ValidationError as error:
+            raise CommandError(" ".join(error.messages)) from error
+        datastore = None
+        if options["datastore"]:
+            datastore = Datastore.objects.filter(name=options["datastore"]).first()
+            if datastore is None:
+                raise CommandError(f"No datastore is named “{options['datastore']}”.")
+        region = options["region"] or (
+            datastore.region if datastore else settings.AWS_DEFAULT_REGION
+        )
+        bucket, prefix = split_s3_uri(options["uri"])
+        scan, created = scans.scan_start(
+            actor=None,
+            bucket=bucket,
+            prefix=prefix,
+            region=region,
+            datastore=datastore,
+            enqueue=False,
+        )
+        if not created:
+            raise CommandError(
+                f"A scan of {scan.uri} is already running (scan {scan.pk}); try again when it ends."
+            )
+        result = scans.scan_run(scan_id=scan.pk)
+        assert result is not None  # we created it, so we claim it
+        if options["json"]:
+            self._print_objects(result)
+        else:
+            self._print_summary(result)
+        if result.status != Scan.Status.COMPLETED:
+            raise CommandError(
+                result.error or f"The scan ended {result.get_status_display().lower()}."
+            )
+
+    def _print_objects(self, scan: Scan) -> None:
+        headers = ObjectHeader.objects.filter(
+            pk__in=ScanObject.objects.filter(scan=scan).values("header_id")
+        ).order_by("key")
+        for header in headers.iterator(chunk_size=2000):
+            line = {
+                "key": header.key,
+                "kind": header.kind,
+                "status": header.status,
+                "study_uid": header.study_instance_uid or None,
+                "series_uid": header.series_instance_uid or None,
+                "sop_uid": header.sop_instance_uid or None,
+                "modality": header.modality or None,
+                "bytes_read": header.bytes_read,
+                "requests": header.requests,
+                "error": header.error or None,
+            }
+            self.stdout.write(json.dumps(line))
+
+    def _print_summary(self, scan: Scan) -> None:
+        studies = scan.studies.count()
+        series = sum(
+            study.series.count() for study in scan.studies.prefetch_related("series")
+        )
+        flagged = scan.studies.exclude(variants={}).count()
+        self.stdout.write(f"Scan of {scan.uri}: {scan.get_status_display()}")
+        self.stdout.write(
+            f"  objects   {scan.objects_listed:,} ({scan.objects_cached:,} from the cache)"
+        )
+        self.stdout.write(
+            f"  unreadable or not DICOM  {scan.objects_unreadable:,} unreadable"
+        )
+        self.stdout.write(
+            f"  studies   {studies:,} ({flagged:,} with inconsistent attributes), series {series:,}"
+        )
+        self.stdout.write(
+            f"  requests  {scan.requests:,} GETs, {scan.bytes_read:,} bytes read of {scan.bytes_total:,}"
+        )
+        self.stdout.write(
+            f"  quotas    files {scan.objects_listed:,}/{scan.max_files:,}, "
+            f"bytes {scan.bytes_total:,}/{scan.max_bytes:,}, folders {scan.folders:,}/{Scan.MAX_FOLDERS:,}"
+        )

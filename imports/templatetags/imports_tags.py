@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import re
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def mask(value: str | None) -> str:
+    """Mask a patient name or ID, keeping the first letter of each word: "DOE^JOHN" -> "D*** J***".
+
+    >>> mask("DOE^JOHN")
+    'D*** J***'
+    >>> mask("PAT-0042")
+    'P***'
+    >>> mask("")
+    ''
+    """
+    words = [w for w in re.split(r"[\\^\s=]+", value or "") if w]
+    return " ".join(f"{w[0]}***" for w in words)
+
+
+@register.filter
+def person_name(value: str | None) -> str:
+    """DICOM PN "DOE^JOHN" as "DOE, JOHN" for reading."""
+    parts = [p for p in (value or "").split("=")[0].split("^") if p]
+    return ", ".join(parts[:2]) + ("" if len(parts) <= 2 else " " + " ".join(parts[2:]))
+
+
+@register.filter
+def dicom_date(value: str | None) -> str:
+    """DICOM DA "20240102" as "2024-01-02"; anything else unchanged."""
+    if value and re.fullmatch(r"\d{8}", value):
+        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+    return value or ""
+
+
+TRANSFER_SYNTAX_NAMES = {
+    "1.2.840.10008.1.2": "Implicit VR LE",
+    "1.2.840.10008.1.2.1": "Explicit VR LE",
+    "1.2.840.10008.1.2.1.99": "Deflated explicit VR LE",
+    "1.2.840.10008.1.2.2": "Explicit VR BE",
+    "1.2.840.10008.1.2.4.50": "JPEG baseline",
+    "1.2.840.10008.1.2.4.57": "JPEG lossless",
+    "1.2.840.10008.1.2.4.70": "JPEG lossless SV1",
+    "1.2.840.10008.1.2.4.80": "JPEG-LS lossless",
+    "1.2.840.10008.1.2.4.90": "JPEG 2000 lossless",
+    "1.2.840.10008.1.2.4.91": "JPEG 2000",
+    "1.2.840.10008.1.2.4.201": "HTJ2K lossless",
+    "1.2.840.10008.1.2.5": "RLE lossless",
+}
+
+
+@register.filter
+def transfer_syntax(uid: str) -> str:
+    return TRANSFER_SYNTAX_NAMES.get(uid, uid or "none")
+
+
+@register.filter
+def percent_of(value: int, limit: int) -> int:
+    """How much of a limit a value uses, in percent, capped at 100 for progress bars."""
+    if not limit:
+        return 0
+    return min(100, round(100 * value / limit))
