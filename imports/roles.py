@@ -59,9 +59,12 @@ def sync_role_groups(apps: Any, schema_editor: Any = None) -> None:
     # Permissions are normally created after migrations finish; create them now so the
     # groups can be filled in the same run.
     for app_config in apps.get_app_configs():
-        app_config.models_module = True
+        # create_permissions skips app configs without a models module, which is how the
+        # migration state's configs look; the real registry's keep theirs.
+        original = getattr(app_config, "models_module", None)
+        app_config.models_module = original or True
         create_permissions(app_config, verbosity=0)
-        app_config.models_module = None
+        app_config.models_module = original
 
     group_model = apps.get_model("auth", "Group")
     permission_model = apps.get_model("auth", "Permission")

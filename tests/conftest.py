@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from django.apps import apps as django_apps
 from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.test import Client
 
 from imports import aws
 from imports.models import Datastore
-from imports.roles import ADMINISTRATOR, OPERATOR, VIEWER
+from imports.roles import ADMINISTRATOR, OPERATOR, VIEWER, sync_role_groups
+from localaws.server import LocalAWS
 
 pytest_plugins = ["localaws.testing"]
 
@@ -40,6 +42,9 @@ def missing_service(reason: str) -> NoReturn:
 def _user(username: str, role: str | None) -> User:
     user = User.objects.create_user(username, f"{username}@example.org", PASSWORD)
     if role:
+        if not Group.objects.filter(name=role).exists():
+            # A transactional test's flush erased what the data migration created.
+            sync_role_groups(django_apps)
         user.groups.add(Group.objects.get(name=role))
     return user
 
@@ -122,6 +127,13 @@ def _database_url_for_worker() -> str:
     raise RuntimeError(f"No worker database URL for {connection.vendor}")
 
 
+def _localaws_environment() -> dict[str, str]:
+    # Imported here: the module is a pytest plugin, registered (and assert-rewritten) by pytest_plugins.
+    from localaws.testing import ENVIRONMENT
+
+    return dict(ENVIRONMENT)
+
+
 class WorkerProcess:
     def __init__(self, process: subprocess.Popen[bytes], queue: str, log: Path) -> None:
         self.process = process
@@ -137,11 +149,13 @@ def celery_worker_process(
     django_db_setup: None,
     django_db_blocker: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
+    localaws_server: LocalAWS,
 ) -> Iterator[WorkerProcess]:
-    """A `celery worker` in its own process, on the configured broker and the test database.
+    """A `celery worker` in its own process, on the configured broker, the test database and localaws.
 
-    It listens on a queue of its own so that it never takes messages meant for another worker
-    (a demo running on the same machine, say).
+    It consumes the default queue, where the app's tasks go, and a queue of its own for the
+    round-trip test. Tests have a broker folder of their own (tests/settings.py), so a demo running
+    on the same machine never takes their messages.
     """
     with django_db_blocker.unblock():  # type: ignore[attr-defined]
         database_url = _database_url_for_worker()
@@ -152,9 +166,11 @@ def celery_worker_process(
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": database_url,
         "PYTHONUNBUFFERED": "1",
+        "AWS_ENDPOINT_URL": localaws_server.endpoint_url,
+        **_localaws_environment(),
     }
     command = [
-        sys.executable, "-m", "celery", "-A", "config", "worker", "-P", "solo", "-Q", queue,
+        sys.executable, "-m", "celery", "-A", "config", "worker", "-P", "solo", "-Q", f"{queue},celery",
         "-I", "tests.worker_tasks", "--without-gossip", "--without-mingle", "--without-heartbeat",
         "-l", "INFO", "-n", f"{queue}@%h",
     ]  # fmt: skip

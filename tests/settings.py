@@ -7,10 +7,16 @@ the suite on PostgreSQL and Redis by exporting DATABASE_URL and CELERY_BROKER_UR
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-not-a-secret")
 # The test client and the live server speak plain HTTP.
 os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "false")
+# Without Redis, tests use a file-system broker folder apart from the demo's.
+os.environ.setdefault(
+    "CELERY_FILESYSTEM_DIR",
+    str(Path(__file__).resolve().parent.parent / "var" / "celery-tests"),
+)
 
 from config.settings import *  # noqa: E402,F403
 from config.settings import BASE_DIR, DATABASES, STORAGES  # noqa: E402
