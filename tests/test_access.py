@@ -148,3 +148,31 @@ def test_htmx_sends_the_csrf_token_from_the_body(client_bob: Client) -> None:
         r"<body hx-headers='\{\"x-csrftoken\": \"[A-Za-z0-9]+\"\}'>", content
     )
     assert "/static/django-htmx/" in content or "htmx" in content
+
+
+def test_an_administrator_signs_in_through_the_admin_login_form(
+    client: Client, carol: object
+) -> None:
+    response = client.post(
+        "/admin/login/?next=/admin/",
+        {
+            "username": "carol",
+            "password": "correct horse battery staple",
+            "next": "/admin/",
+        },
+    )
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/"
+    assert client.get("/admin/").status_code == 200
+
+
+def test_the_admin_login_form_turns_away_other_roles_with_a_reason(
+    client: Client, alice: object
+) -> None:
+    response = client.post(
+        "/admin/login/",
+        {"username": "alice", "password": "correct horse battery staple"},
+    )
+    assert response.status_code == 200
+    assert "only the Administrator role may" in response.content.decode()
+    assert "_auth_user_id" not in client.session

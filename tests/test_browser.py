@@ -1,0 +1,141 @@
+"""Pages in headless Chromium (Debian's package), against a live server, a worker and localaws."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+
+from imports.models import Datastore
+from localaws.testing import LocalAWSHandle
+from tests.conftest import PASSWORD, WorkerProcess, missing_service
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def page(live_server: Any) -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        missing_service("Chromium is not installed (apt-get install chromium)")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
+    # alongside it are still synchronous.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+            ],
+        )  # fmt: skip
+        context = browser.new_context(
+            viewport={"width": 1366, "height": 768}, base_url=live_server.url
+        )
+        tab = context.new_page()
+        errors: list[str] = []
+        tab.on(
+            "console",
+            lambda message: (
+                errors.append(message.text) if message.type == "error" else None
+            ),
+        )
+        tab.on("pageerror", lambda error: errors.append(str(error)))
+        tab.console_errors = errors  # type: ignore[attr-defined]  # read back by the tests
+        yield tab
+        browser.close()
+    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+def sign_in(page: Any, username: str, password: str = PASSWORD) -> None:
+    page.goto("/")
+    assert "/accounts/login/" in page.url
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/")
+
+
+def test_on_the_demo_data_an_operator_browses_scans_and_reads_the_result(
+    page: Any, localaws: LocalAWSHandle, celery_worker_process: WorkerProcess
+) -> None:
+    call_command("seed_demo", stdout=io.StringIO())
+    sign_in(page, "operator", "operator-demo")
+    page.click("nav >> text=Browse")
+    # The only datastore opens on its input prefix.
+    page.wait_for_selector("#listing >> text=metadata/")
+    # htmx swaps the listing in place and pushes the folder's URL.
+    page.click("#listing >> text=misc/")
+    page.wait_for_selector("#listing >> text=notes/")
+    assert "uri=s3%3A%2F%2Fdemo-dicom-input%2Fincoming%2Fmisc%2F" in page.url
+    page.click("#listing .breadcrumbs >> text=incoming")
+    page.wait_for_selector("#listing >> text=metadata/")
+
+    page.click("text=Scan this prefix")
+    page.wait_for_selector("#scan-progress progress")
+    # The progress fragment polls until the scan ends, then the page reloads with the results.
+    page.wait_for_selector("text=Studies and series", timeout=90_000)
+    assert page.is_visible("#scan-progress >> text=Completed")
+    tree = page.inner_text("#studies")
+    assert "StudyDescription differs between instances" in tree
+    assert "“CT CHEST W CONTRAST”, “CT Chest w/ contrast”" in tree
+    assert "Doe" not in tree
+    problems = page.inner_text("#problems")
+    assert "misc/notes/readme.txt" in problems
+    assert "misc/attachments/referral-letter.pdf" in problems
+    assert page.locator("#json-files .badge.ok").count() == 2
+    assert page.locator("#json-files .badge.err").count() == 2
+    assert "VR 'PN' does not match the data dictionary" in page.inner_text(
+        "#json-files"
+    )
+
+    page.click("text=Reveal patient names and IDs")
+    page.wait_for_selector("#studies >> text=Mask patient details")
+    assert page.console_errors == []
+
+
+def test_an_administrator_adds_a_datastore_and_checks_it(
+    page: Any, carol: Any, localaws: LocalAWSHandle
+) -> None:
+    datastore_id = localaws.create_datastore("radiology")
+    localaws.create_bucket("dicom-input")
+    localaws.create_bucket("dicom-output")
+    sign_in(page, "carol")
+    page.click("nav >> text=Admin")
+    page.click("#content-main a[href='/admin/imports/datastore/']")
+    page.wait_for_url("**/admin/imports/datastore/")
+    page.click(".object-tools a.addlink")
+    page.wait_for_url("**/admin/imports/datastore/add/")
+    page.fill("#id_name", "Radiology")
+    page.fill("#id_region", "us-east-1")
+    page.fill("#id_datastore_id", "NOT-AN-ID")
+    page.fill("#id_role_arn", "arn:aws:iam::123456789012:role/ImportRole")
+    page.fill("#id_input_s3_uri", "s3://dicom-input/incoming/")
+    page.fill("#id_output_s3_uri", "s3://dicom-output/results/")
+    page.click("input[name=_save]")
+    assert "is not a HealthImaging datastore ID" in page.inner_text("#content")
+    assert not Datastore.objects.exists()
+    page.fill("#id_datastore_id", datastore_id)
+    page.click("input[name=_save]")
+    page.wait_for_selector("text=was added successfully")
+
+    page.check("input[name=_selected_action]")
+    page.select_option("select[name=action]", "check_connection")
+    page.click("button[name=index]")
+    messages = page.inner_text("ul.messagelist")
+    assert "Radiology · Datastore: Datastore “radiology” is ACTIVE." in messages
+    assert (
+        "Radiology · Input prefix: s3://dicom-input/incoming/ can be listed; it is empty for now."
+        in messages
+    )
+    assert (
+        "Radiology · Output prefix: s3://dicom-output/results/ is writable" in messages
+    )
