@@ -4,8 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-export DJANGO_SETTINGS_MODULE ?= config.settings
-
 .PHONY: install demo test lint typecheck pytest requirements clean
 
 install: $(STAMP)
