@@ -24,49 +24,14 @@ from pydicom.datadict import (
     tag_for_keyword,
 )
 from pydicom.dataset import Dataset
+from pydicom.valuerep import VR
 
 from imports.dicom import uid_problem
 
 DEFAULT_MAX_BYTES = 1024 * 1024
 
-VRS = frozenset(
-    [
-        "AE",
-        "AS",
-        "AT",
-        "CS",
-        "DA",
-        "DS",
-        "DT",
-        "FD",
-        "FL",
-        "IS",
-        "LO",
-        "LT",
-        "OB",
-        "OD",
-        "OF",
-        "OL",
-        "OV",
-        "OW",
-        "PN",
-        "SH",
-        "SL",
-        "SQ",
-        "SS",
-        "ST",
-        "SV",
-        "TM",
-        "UC",
-        "UI",
-        "UL",
-        "UN",
-        "UR",
-        "US",
-        "UT",
-        "UV",
-    ]
-)
+# The VRs of PS3.5 Table 6.2-1, from pydicom (its enum also lists dictionary pairs such as "US or SS").
+VRS = frozenset(vr.value for vr in VR if " or " not in vr.value)
 INLINE_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _MEMBERS = ("vr", "Value", "BulkDataURI", "InlineBinary")
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")

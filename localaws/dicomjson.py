@@ -15,45 +15,10 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR
 from pydicom.tag import Tag
+from pydicom.valuerep import VR
 
-KNOWN_VRS = frozenset(
-    [
-        "AE",
-        "AS",
-        "AT",
-        "CS",
-        "DA",
-        "DS",
-        "DT",
-        "FD",
-        "FL",
-        "IS",
-        "LO",
-        "LT",
-        "OB",
-        "OD",
-        "OF",
-        "OL",
-        "OV",
-        "OW",
-        "PN",
-        "SH",
-        "SL",
-        "SQ",
-        "SS",
-        "ST",
-        "SV",
-        "TM",
-        "UC",
-        "UI",
-        "UL",
-        "UN",
-        "UR",
-        "US",
-        "UT",
-        "UV",
-    ]
-)
+# The VRs of PS3.5 Table 6.2-1, from pydicom (its enum also lists dictionary pairs such as "US or SS").
+KNOWN_VRS = frozenset(vr.value for vr in VR if " or " not in vr.value)
 INLINE_BINARY_VRS = frozenset(["OB", "OD", "OF", "OL", "OV", "OW", "UN"])
 NUMBER_VRS = frozenset(["FD", "FL", "SL", "SS", "UL", "US", "SV", "UV", "IS", "DS"])
 STRING_AS_NUMBER_VRS = frozenset(["IS", "DS", "SV", "UV"])
