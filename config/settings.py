@@ -203,7 +203,12 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=30 * 60)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=35 * 60)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "recover-stalled-scans": {
+        "task": "imports.scans_recover_stalled",
+        "schedule": 60.0,
+    },
+}
 
 # --- AWS ------------------------------------------------------------------------------------
 # boto3 reads AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_PROFILE and friends from the environment
@@ -218,5 +223,8 @@ SCAN_THREADS = env.int("SCAN_THREADS", default=16)
 SCAN_FIRST_READ_BYTES = env.int("SCAN_FIRST_READ_BYTES", default=16 * 1024)
 # JSON metadata files larger than this are reported, not read.
 SCAN_JSON_MAX_BYTES = env.int("SCAN_JSON_MAX_BYTES", default=1024 * 1024)
+# A running scan that has not reported progress for this long lost its worker; beat requeues it.
+SCAN_STALL_TIMEOUT_S = env.int("SCAN_STALL_TIMEOUT_S", default=10 * 60)
+SCAN_MAX_ATTEMPTS = env.int("SCAN_MAX_ATTEMPTS", default=3)
 # Region for S3 browsing when no datastore is chosen (boto3 follows bucket-region redirects).
 AWS_DEFAULT_REGION = env.str("AWS_DEFAULT_REGION", default="us-east-1")

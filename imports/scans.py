@@ -14,11 +14,13 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from imports import aws
@@ -143,6 +145,40 @@ def scan_cancel(*, scan: Scan, actor: Actor) -> bool:
     return bool(updated)
 
 
+def scans_recover_stalled() -> list[int]:
+    """Requeue running scans whose worker died (no heartbeat for SCAN_STALL_TIMEOUT_S); run by beat.
+
+    A worker killed mid-scan leaves its scan RUNNING, and the redelivered message cannot claim it
+    again; without this the prefix could never be scanned again. Objects already read are in the
+    cache, so the second attempt only reads the rest. After SCAN_MAX_ATTEMPTS the scan fails instead.
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.SCAN_STALL_TIMEOUT_S)
+    stalled = Scan.objects.filter(status=Scan.Status.RUNNING, heartbeat_at__lt=cutoff)
+    requeued: list[int] = []
+    for scan in stalled:
+        if scan.attempts >= settings.SCAN_MAX_ATTEMPTS:
+            Scan.objects.filter(
+                pk=scan.pk, status=Scan.Status.RUNNING, heartbeat_at__lt=cutoff
+            ).update(
+                status=Scan.Status.FAILED,
+                error=f"The scan stopped {scan.attempts} times without finishing (its worker was lost); start it again.",
+                finished_at=timezone.now(),
+            )
+            continue
+        with transaction.atomic():
+            # Conditional, so that a scan that just came back to life is left alone.
+            if Scan.objects.filter(
+                pk=scan.pk, status=Scan.Status.RUNNING, heartbeat_at__lt=cutoff
+            ).update(status=Scan.Status.QUEUED):
+                from imports.tasks import scan_prefix
+
+                scan_prefix.delay_on_commit(scan.pk)  # type: ignore[attr-defined]
+                requeued.append(scan.pk)
+    if requeued:
+        logger.warning("Requeued stalled scans %s", requeued)
+    return requeued
+
+
 # --- Running --------------------------------------------------------------------------------
 
 
@@ -160,8 +196,12 @@ class _Progress:
 
 def scan_run(*, scan_id: int) -> Scan | None:
     """Run a queued scan to its end. Safe to call twice: only the first call claims the scan."""
+    now = timezone.now()
     claimed = Scan.objects.filter(pk=scan_id, status=Scan.Status.QUEUED).update(
-        status=Scan.Status.RUNNING, started_at=timezone.now()
+        status=Scan.Status.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        attempts=F("attempts") + 1,
     )
     if not claimed:
         return None
@@ -330,6 +370,7 @@ def _save_progress(scan: Scan, progress: _Progress) -> None:
         folders=len(progress.folders),
         requests=progress.requests,
         bytes_read=progress.bytes_read,
+        heartbeat_at=timezone.now(),
     )
 
 

@@ -16,3 +16,8 @@ from imports import scans
 def scan_prefix(scan_id: int) -> None:
     # scan_run claims the scan with a conditional UPDATE, so a redelivered message does nothing.
     scans.scan_run(scan_id=scan_id)
+
+
+@shared_task(name="imports.scans_recover_stalled", ignore_result=True)
+def scans_recover_stalled() -> None:
+    scans.scans_recover_stalled()

@@ -30,3 +30,12 @@ def test_a_task_travels_through_the_broker_to_a_worker_process(
     assert marker.read_text() == token
     transport = settings.CELERY_BROKER_URL.split("://", 1)[0]
     assert f".> transport:   {transport}://" in celery_worker_process.output()
+
+
+def test_every_beat_schedule_entry_names_a_registered_task() -> None:
+    from config.celery import app
+
+    app.loader.import_default_modules()
+    assert settings.CELERY_BEAT_SCHEDULE
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        assert entry["task"] in app.tasks

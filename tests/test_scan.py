@@ -482,3 +482,77 @@ def test_the_command_fails_on_a_missing_bucket(
 
     with pytest.raises(CommandError, match="Bucket “nope-bucket” does not exist."):
         call_command("scan", "s3://nope-bucket/x/")
+
+
+def test_a_scan_whose_worker_died_is_requeued_and_resumes_from_the_cache(
+    db: None, bucket: LocalAWSHandle, django_capture_on_commit_callbacks: Any
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    for i in range(3):
+        bucket.put(
+            f"s3://scan-in/incoming/{i}.dcm",
+            dicom_bytes(study=STUDY, series=SERIES, InstanceNumber=i),
+        )
+    scan, _ = scans.scan_start(
+        actor=None,
+        bucket="scan-in",
+        prefix="incoming/",
+        region="us-east-1",
+        enqueue=False,
+    )
+    # A worker claimed it, then vanished: RUNNING, with a heartbeat long gone.
+    Scan.objects.filter(pk=scan.pk).update(
+        status=Scan.Status.RUNNING,
+        attempts=1,
+        heartbeat_at=timezone.now() - timedelta(hours=1),
+    )
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert scans.scans_recover_stalled() == [scan.pk]
+    assert len(callbacks) == 1
+    scan.refresh_from_db()
+    assert scan.status == Scan.Status.QUEUED
+    result = scans.scan_run(scan_id=scan.pk)
+    assert result is not None
+    assert (result.status, result.attempts, result.objects_done) == (
+        Scan.Status.COMPLETED,
+        2,
+        3,
+    )
+
+
+def test_a_scan_with_a_live_heartbeat_is_left_alone(db: None) -> None:
+    from django.utils import timezone
+
+    scan, _ = scans.scan_start(
+        actor=None, bucket="b", prefix="p/", region="us-east-1", enqueue=False
+    )
+    Scan.objects.filter(pk=scan.pk).update(
+        status=Scan.Status.RUNNING, attempts=1, heartbeat_at=timezone.now()
+    )
+    assert scans.scans_recover_stalled() == []
+    scan.refresh_from_db()
+    assert scan.status == Scan.Status.RUNNING
+
+
+def test_a_scan_that_keeps_losing_its_worker_fails_with_a_reason(
+    db: None, settings: Any
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    scan, _ = scans.scan_start(
+        actor=None, bucket="b", prefix="p/", region="us-east-1", enqueue=False
+    )
+    Scan.objects.filter(pk=scan.pk).update(
+        status=Scan.Status.RUNNING,
+        attempts=settings.SCAN_MAX_ATTEMPTS,
+        heartbeat_at=timezone.now() - timedelta(hours=1),
+    )
+    assert scans.scans_recover_stalled() == []
+    scan.refresh_from_db()
+    assert scan.status == Scan.Status.FAILED
+    assert "without finishing (its worker was lost); start it again." in scan.error
