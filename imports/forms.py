@@ -4,8 +4,9 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 
-from imports.models import Datastore, Scan
+from imports.models import AuditEvent, Datastore, Scan
 from imports.validators import split_s3_uri, validate_s3_uri
 
 
@@ -56,3 +57,42 @@ class ScanFilterForm(forms.Form):
         choices=[("", "Any status"), *Scan.Status.choices], required=False
     )
     q = forms.CharField(label="Bucket or prefix", required=False, max_length=200)
+
+
+class AuditFilterForm(forms.Form):
+    action = forms.ChoiceField(
+        choices=[("", "Any action"), *AuditEvent.Action.choices], required=False
+    )
+    actor = forms.CharField(label="User", required=False, max_length=150)
+    since = forms.DateField(
+        label="From", required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        label="To", required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    q = forms.CharField(label="Text", required=False, max_length=200)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            raise ValidationError(
+                "“From” is after “To”: choose a start date on or before the end date."
+            )
+        return data
+
+    def filter(self, events: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
+        """The events matching the valid filters (all of them while the form is unbound or invalid)."""
+        if not self.is_valid():
+            return events
+        data = self.cleaned_data
+        if data["action"]:
+            events = events.filter(action=data["action"])
+        if data["actor"]:
+            events = events.filter(actor_username__icontains=data["actor"])
+        if data["since"]:
+            events = events.filter(created_at__date__gte=data["since"])
+        if data["until"]:
+            events = events.filter(created_at__date__lte=data["until"])
+        if data["q"]:
+            events = events.filter(summary__icontains=data["q"])
+        return events

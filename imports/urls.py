@@ -17,4 +17,7 @@ urlpatterns = [
     path("scans/<int:pk>/cancel/", views.scan_cancel, name="scan_cancel"),
     path("scans/<int:pk>/reveal/", views.scan_reveal, name="scan_reveal"),
     path("scans/<int:pk>/objects.csv", views.scan_export, name="scan_export"),
+    # /audit/
+    path("audit/", views.audit_list, name="audit_list"),
+    path("audit/export.csv", views.audit_export, name="audit_export"),
 ]

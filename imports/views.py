@@ -16,7 +16,7 @@ from django_htmx.http import HTMX_STOP_POLLING
 from django_htmx.middleware import HtmxDetails
 
 from imports import aws, scans, services
-from imports.forms import BrowseForm, ScanFilterForm
+from imports.forms import AuditFilterForm, BrowseForm, ScanFilterForm
 from imports.models import (
     AuditEvent,
     Datastore,
@@ -340,4 +340,60 @@ def scan_export(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     response["Content-Disposition"] = (
         f'attachment; filename="scan-{scan.pk}-objects.csv"'
     )
+    return response
+
+
+# --- Audit ----------------------------------------------------------------------------------
+
+AUDIT_EXPORT_FIELDS = [
+    "created_at",
+    "actor_username",
+    "action",
+    "target_type",
+    "target_id",
+    "summary",
+]
+
+
+@require_GET
+@permission_required("imports.view_auditevent", raise_exception=True)
+def audit_list(request: HtmxHttpRequest) -> HttpResponse:
+    form = AuditFilterForm(request.GET)
+    events = form.filter(AuditEvent.objects.all())
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    template = (
+        "imports/audit_list.html#audit-table"
+        if request.htmx
+        else "imports/audit_list.html"
+    )
+    return render(
+        request, template, {"form": form, "page": page, "query": query.urlencode()}
+    )
+
+
+@require_GET
+@permission_required("imports.view_auditevent", raise_exception=True)
+def audit_export(request: HttpRequest) -> StreamingHttpResponse:
+    """The filtered audit trail as CSV, streamed."""
+    events = (
+        AuditFilterForm(request.GET)
+        .filter(AuditEvent.objects.all())
+        .values_list(*AUDIT_EXPORT_FIELDS)
+    )
+
+    class Echo:
+        def write(self, value: str) -> str:
+            return value
+
+    writer = csv.writer(Echo())
+
+    def rows() -> Iterator[str]:
+        yield writer.writerow(AUDIT_EXPORT_FIELDS)
+        for created_at, *rest in events.iterator(chunk_size=2000):
+            yield writer.writerow([created_at.isoformat(), *rest])
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="audit-trail.csv"'
     return response
