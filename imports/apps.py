@@ -7,3 +7,18 @@ class ImportsConfig(AppConfig):
     name = "imports"
     verbose_name = "HealthImaging imports"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.contrib.auth import signals
+
+        from imports import audit
+
+        signals.user_logged_in.connect(
+            audit.on_user_logged_in, dispatch_uid="audit-signed-in"
+        )
+        signals.user_logged_out.connect(
+            audit.on_user_logged_out, dispatch_uid="audit-signed-out"
+        )
+        signals.user_login_failed.connect(
+            audit.on_user_login_failed, dispatch_uid="audit-sign-in-failed"
+        )

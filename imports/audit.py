@@ -29,3 +29,34 @@ def audit_record(
         summary=summary[:500],
         details=details or {},
     )
+
+
+# --- Sign-ins, connected in ImportsConfig.ready() -------------------------------------------
+
+
+def on_user_logged_in(
+    sender: object, request: object, user: AbstractBaseUser, **kwargs: Any
+) -> None:
+    audit_record(actor=user, action=AuditEvent.Action.SIGNED_IN, summary="Signed in")
+
+
+def on_user_logged_out(
+    sender: object, request: object, user: AbstractBaseUser | None, **kwargs: Any
+) -> None:
+    if user is not None:
+        audit_record(
+            actor=user, action=AuditEvent.Action.SIGNED_OUT, summary="Signed out"
+        )
+
+
+def on_user_login_failed(
+    sender: object, credentials: dict[str, Any], request: object = None, **kwargs: Any
+) -> None:
+    # Django has already replaced the password in `credentials` with stars; only the name is kept.
+    username = str(credentials.get("username", ""))[:150]
+    audit_record(
+        actor=None,
+        action=AuditEvent.Action.SIGN_IN_FAILED,
+        summary=f"Failed sign-in as “{username}”",
+        details={"username": username},
+    )

@@ -114,6 +114,9 @@ class AuditEvent(models.Model):
         SCAN_STARTED = "scan.started", "Scan started"
         SCAN_CANCELLED = "scan.cancelled", "Scan cancelled"
         PHI_REVEALED = "phi.revealed", "Patient details revealed"
+        SIGNED_IN = "user.signed_in", "Signed in"
+        SIGNED_OUT = "user.signed_out", "Signed out"
+        SIGN_IN_FAILED = "user.sign_in_failed", "Sign-in failed"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # The username is copied so the trail survives the deletion of the account.

@@ -27,7 +27,7 @@ def test_viewers_read_the_trail_in_pages(
     make_events(60)
     with django_assert_max_num_queries(8):
         content = client_bob.get("/audit/").content.decode()
-    assert "60 events" in content
+    assert "61 events" in content  # and bob's sign-in
     assert "Page 1 of 2" in content
     assert content.count("<tr>") == 1 + 50
 
@@ -46,10 +46,10 @@ def test_it_filters_by_action_user_text_and_date(client_bob: Client, bob: Any) -
         "1 event"
         in client_bob.get("/audit/", {"action": "phi.revealed"}).content.decode()
     )
-    assert "1 event" in client_bob.get("/audit/", {"actor": "bo"}).content.decode()
+    assert "2 events" in client_bob.get("/audit/", {"actor": "bo"}).content.decode()  # sign-in and reveal
     assert "1 event" in client_bob.get("/audit/", {"q": "p2/"}).content.decode()
     since = (timezone.now() - timedelta(days=1)).date().isoformat()
-    assert "3 events" in client_bob.get("/audit/", {"since": since}).content.decode()
+    assert "4 events" in client_bob.get("/audit/", {"since": since, "action": ""}).content.decode()
 
 
 def test_it_explains_an_impossible_date_range(client_bob: Client) -> None:
@@ -79,3 +79,25 @@ def test_a_user_without_a_role_cannot_read_it(nobody: Any) -> None:
     client.force_login(nobody)
     assert client.get("/audit/").status_code == 403
     assert client.get("/audit/export.csv").status_code == 403
+
+
+def test_sign_ins_sign_outs_and_failures_are_recorded(
+    client: Client, alice: Any
+) -> None:
+    client.post("/accounts/login/", {"username": "alice", "password": "wrong"})
+    client.post(
+        "/accounts/login/",
+        {"username": "alice", "password": "correct horse battery staple"},
+    )
+    client.post("/accounts/logout/")
+    events = list(
+        AuditEvent.objects.order_by("id").values_list(
+            "action", "actor_username", "summary"
+        )
+    )
+    assert events == [
+        ("user.sign_in_failed", "system", "Failed sign-in as “alice”"),
+        ("user.signed_in", "alice", "Signed in"),
+        ("user.signed_out", "alice", "Signed out"),
+    ]
+    assert "wrong" not in str(AuditEvent.objects.values_list("details", flat=True)[0])
