@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -44,7 +44,8 @@ LIST_PAGE_SIZE = 1000
 # Marks an S3 failure while reading (throttling that outlasted retries, a denied GET): such a
 # result is not the object's fault and is read again by the next scan.
 TRANSIENT_PREFIX = "S3: "
-# Progress is written at most this often while a page of objects is being read.
+# Results are written (and progress shown) every WRITE_BATCH objects or PROGRESS_INTERVAL_S.
+WRITE_BATCH = 500
 PROGRESS_INTERVAL_S = 0.5
 # Attributes whose disagreement between instances is flagged, by level. The classic reason for an
 # override is a StudyDescription or PatientName spelled two ways.
@@ -235,22 +236,125 @@ def _explain(scan: Scan, error: aws.AwsError) -> str:
 
 
 def _scan_all(scan: Scan, progress: _Progress) -> None:
+    """List and read everything, keeping the read pool busy across listing pages.
+
+    The thread pool only reads S3; this thread lists, looks up the cache and writes the results
+    in batches, while up to READ_WINDOW reads are in flight.
+    """
     with ThreadPoolExecutor(
         max_workers=settings.SCAN_THREADS, thread_name_prefix=f"scan-{scan.pk}"
     ) as pool:
-        for page in _list_pages(scan):
-            _check_cancel(scan)
-            progress.listed += len(page)
-            for obj in page:
-                progress.bytes_total += obj.size
-                progress.folders.update(_folders_of(obj.key, scan.prefix))
-            _save_progress(scan, progress)
-            headers = _headers_for_page(scan, page, pool, progress)
-            ScanObject.objects.bulk_create(
-                [ScanObject(scan=scan, header=header) for header in headers],
-                ignore_conflicts=True,
+        pipeline = _ReadPipeline(scan, progress, pool)
+        try:
+            for page in _list_pages(scan):
+                _check_cancel(scan)
+                progress.listed += len(page)
+                for obj in page:
+                    progress.bytes_total += obj.size
+                    progress.folders.update(_folders_of(obj.key, scan.prefix))
+                pipeline.add_page(page)
+            pipeline.drain()
+        except BaseException:
+            pipeline.abandon()
+            raise
+
+
+class _ReadPipeline:
+    """Reads not-yet-cached object versions in the pool and writes results in batches."""
+
+    def __init__(
+        self, scan: Scan, progress: _Progress, pool: ThreadPoolExecutor
+    ) -> None:
+        self.scan = scan
+        self.progress = progress
+        self.pool = pool
+        self.window = settings.SCAN_THREADS * 4
+        self.in_flight: set[Future[ObjectHeader]] = set()
+        self.read: list[ObjectHeader] = []
+        self.cached: list[ObjectHeader] = []
+        # (key, etag) -> pk of an earlier transient failure, overwritten by the new read.
+        self.rereads: dict[tuple[str, str], int] = {}
+        self.last_flush = time.monotonic()
+
+    def add_page(self, page: list[aws.S3Object]) -> None:
+        known = {
+            (h.key, h.etag): h
+            for h in ObjectHeader.objects.filter(
+                bucket=self.scan.bucket, key__in=[o.key for o in page]
             )
-            _save_progress(scan, progress)
+        }
+        for obj in page:
+            header = known.get((obj.key, obj.etag))
+            if header is not None and not _is_transient(header):
+                self.cached.append(header)
+                self.progress.cached += 1
+                self.progress.done += 1
+                self.progress.unreadable += (
+                    header.status == ObjectHeader.Status.UNREADABLE
+                )
+                continue
+            if header is not None:
+                self.rereads[(obj.key, obj.etag)] = header.pk
+            while len(self.in_flight) >= self.window:
+                self._collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
+            self.in_flight.add(
+                self.pool.submit(read_object, self.scan.region, self.scan.bucket, obj)
+            )
+        self._collect({f for f in self.in_flight if f.done()})
+
+    def drain(self) -> None:
+        while self.in_flight:
+            self._collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
+        self._flush()
+
+    def abandon(self) -> None:
+        for future in self.in_flight:
+            future.cancel()
+
+    def _collect(self, done: set[Future[ObjectHeader]]) -> None:
+        for future in done:
+            self.in_flight.discard(future)
+            header = future.result()
+            self.read.append(header)
+            self.progress.done += 1
+            self.progress.requests += header.requests
+            self.progress.bytes_read += header.bytes_read
+            self.progress.unreadable += header.status == ObjectHeader.Status.UNREADABLE
+        if (
+            len(self.read) + len(self.cached) >= WRITE_BATCH
+            or time.monotonic() - self.last_flush > PROGRESS_INTERVAL_S
+        ):
+            self._flush()
+
+    def _flush(self) -> None:
+        read, self.read = self.read, []
+        for header in read:
+            earlier = self.rereads.pop((header.key, header.etag), None)
+            if earlier is not None:
+                header.pk = earlier
+                header.read_at = timezone.now()
+                header.save()
+        # Two scans of overlapping prefixes may read the same version at once; the unique
+        # constraint keeps one row, and the re-query below picks up whichever won.
+        ObjectHeader.objects.bulk_create(
+            [h for h in read if h.pk is None], ignore_conflicts=True
+        )
+        saved = ObjectHeader.objects.filter(
+            bucket=self.scan.bucket, key__in=[h.key for h in read if h.pk is None]
+        ).values_list("key", "etag", "pk")
+        header_ids = [h.pk for h in self.cached] + [
+            h.pk for h in read if h.pk is not None
+        ]
+        wanted = {(h.key, h.etag) for h in read}
+        header_ids += [pk for key, etag, pk in saved if (key, etag) in wanted]
+        self.cached = []
+        ScanObject.objects.bulk_create(
+            [ScanObject(scan_id=self.scan.pk, header_id=pk) for pk in header_ids],
+            ignore_conflicts=True,
+        )
+        _save_progress(self.scan, self.progress)
+        _check_cancel(self.scan)
+        self.last_flush = time.monotonic()
 
 
 def _list_pages(scan: Scan) -> Iterator[list[aws.S3Object]]:
@@ -284,75 +388,6 @@ def _is_transient(header: ObjectHeader) -> bool:
     return header.status == ObjectHeader.Status.UNREADABLE and header.error.startswith(
         TRANSIENT_PREFIX
     )
-
-
-def _headers_for_page(
-    scan: Scan, page: list[aws.S3Object], pool: ThreadPoolExecutor, progress: _Progress
-) -> list[ObjectHeader]:
-    """Cached headers for the page's objects, reading (in the pool) only new or changed versions."""
-    known = {
-        (h.key, h.etag): h
-        for h in ObjectHeader.objects.filter(
-            bucket=scan.bucket, key__in=[o.key for o in page]
-        )
-    }
-    found = [
-        known[(o.key, o.etag)]
-        for o in page
-        if (o.key, o.etag) in known and not _is_transient(known[(o.key, o.etag)])
-    ]
-    progress.cached += len(found)
-    progress.done += len(found)
-    progress.unreadable += sum(
-        1 for h in found if h.status == ObjectHeader.Status.UNREADABLE
-    )
-    to_read = [
-        o
-        for o in page
-        if (o.key, o.etag) not in known or _is_transient(known[(o.key, o.etag)])
-    ]
-    if not to_read:
-        return found
-    futures: list[Future[ObjectHeader]] = [
-        pool.submit(read_object, scan.region, scan.bucket, o) for o in to_read
-    ]
-    read: list[ObjectHeader] = []
-    last_save = time.monotonic()
-    try:
-        for future in as_completed(futures):
-            header = future.result()
-            read.append(header)
-            progress.done += 1
-            progress.requests += header.requests
-            progress.bytes_read += header.bytes_read
-            if header.status == ObjectHeader.Status.UNREADABLE:
-                progress.unreadable += 1
-            if time.monotonic() - last_save > PROGRESS_INTERVAL_S:
-                _save_progress(scan, progress)
-                _check_cancel(scan)
-                last_save = time.monotonic()
-    except ScanCancelled:
-        for future in futures:
-            future.cancel()
-        raise
-    for header in read:
-        earlier = known.get((header.key, header.etag))
-        if earlier is not None:
-            header.pk = earlier.pk
-            header.read_at = timezone.now()
-            header.save()
-    # Two scans of overlapping prefixes may read the same version at once; the unique constraint
-    # keeps one row, and the re-query below picks up whichever won.
-    ObjectHeader.objects.bulk_create(
-        [h for h in read if h.pk is None], ignore_conflicts=True
-    )
-    saved = {
-        (h.key, h.etag): h
-        for h in ObjectHeader.objects.filter(
-            bucket=scan.bucket, key__in=[o.key for o in to_read]
-        )
-    }
-    return found + [saved[(o.key, o.etag)] for o in to_read if (o.key, o.etag) in saved]
 
 
 def _check_cancel(scan: Scan) -> None:
