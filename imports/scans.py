@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -268,13 +269,16 @@ class _ReadPipeline:
         self.scan = scan
         self.progress = progress
         self.pool = pool
-        self.window = settings.SCAN_THREADS * 4
+        # Twice the threads: the pool never waits for this thread, and a new folder's first
+        # reads (at the default first-read size) stay few before its header size is learnt.
+        self.window = settings.SCAN_THREADS * 2
         self.in_flight: set[Future[ObjectHeader]] = set()
         self.read: list[ObjectHeader] = []
         self.cached: list[ObjectHeader] = []
         # (key, etag) -> pk of an earlier transient failure, overwritten by the new read.
         self.rereads: dict[tuple[str, str], int] = {}
         self.last_flush = time.monotonic()
+        self.first_reads = FirstReadSizes(settings.SCAN_FIRST_READ_BYTES)
 
     def add_page(self, page: list[aws.S3Object]) -> None:
         known = {
@@ -297,8 +301,11 @@ class _ReadPipeline:
                 self.rereads[(obj.key, obj.etag)] = header.pk
             while len(self.in_flight) >= self.window:
                 self._collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
+            first_read = self.first_reads.size_for(obj.key)
             self.in_flight.add(
-                self.pool.submit(read_object, self.scan.region, self.scan.bucket, obj)
+                self.pool.submit(
+                    read_object, self.scan.region, self.scan.bucket, obj, first_read
+                )
             )
         self._collect({f for f in self.in_flight if f.done()})
 
@@ -315,6 +322,7 @@ class _ReadPipeline:
         for future in done:
             self.in_flight.discard(future)
             header = future.result()
+            self.first_reads.observe(header)
             self.read.append(header)
             self.progress.done += 1
             self.progress.requests += header.requests
@@ -421,7 +429,55 @@ def _finish(
 # --- Reading one object (runs in the pool: no database access here) -------------------------
 
 
-def read_object(region: str, bucket: str, obj: aws.S3Object) -> ObjectHeader:
+class FirstReadSizes:
+    """How many bytes to fetch first, learnt per folder from the headers read there.
+
+    Files of one series sit in one folder and have headers of nearly the same length, so after a
+    few reads each object of the folder costs one ranged GET of little more than its header. A
+    folder starts at the configured size; a sample is a header whose length the reader saw.
+    """
+
+    SAMPLES = 16
+    FOLDERS = 1000
+    STEP = 8 * 1024
+    CEILING = 1024 * 1024
+
+    def __init__(self, default: int) -> None:
+        self.default = default
+        self.samples: dict[str, deque[int]] = {}
+
+    def size_for(self, key: str) -> int:
+        samples = self.samples.get(key.rpartition("/")[0])
+        if not samples:
+            return self.default
+        # A quarter more than the median header, in whole steps: small enough to stay near
+        # the header, large enough that the folder's slightly longer headers still fit.
+        median = sorted(samples)[len(samples) // 2]
+        return min(
+            self.CEILING, max(self.STEP, -(-(median * 5 // 4) // self.STEP) * self.STEP)
+        )
+
+    def observe(self, header: ObjectHeader) -> None:
+        if (
+            header.kind != ObjectHeader.Kind.DICOM
+            or header.status != ObjectHeader.Status.OK
+        ):
+            return
+        if header.header_length is None:
+            return
+        folder = header.key.rpartition("/")[0]
+        if folder not in self.samples and len(self.samples) >= self.FOLDERS:
+            self.samples.pop(
+                next(iter(self.samples))
+            )  # forget the oldest folder: memory stays flat
+        self.samples.setdefault(folder, deque(maxlen=self.SAMPLES)).append(
+            header.header_length
+        )
+
+
+def read_object(
+    region: str, bucket: str, obj: aws.S3Object, first_read: int | None = None
+) -> ObjectHeader:
     """Read what the scan needs from one object version. Never raises: problems become the status."""
     header = ObjectHeader(bucket=bucket, key=obj.key, etag=obj.etag, size=obj.size)
     name_kind = sniff_kind(obj.key, b"")
@@ -453,7 +509,9 @@ def read_object(region: str, bucket: str, obj: aws.S3Object) -> ObjectHeader:
     result: HeaderRead | None
     try:
         result = read_header(
-            fetch, size=obj.size, first_read=settings.SCAN_FIRST_READ_BYTES
+            fetch,
+            size=obj.size,
+            first_read=first_read or settings.SCAN_FIRST_READ_BYTES,
         )
     except aws.AwsError:
         result = None

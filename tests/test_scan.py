@@ -113,7 +113,12 @@ def test_it_agrees_with_dcmread_on_every_file_pydicom_ships(
 
 
 def encoded(
-    transfer_syntax: str, *, preamble: bool = True, private_bytes: int = 0, **attrs: Any
+    transfer_syntax: str,
+    *,
+    preamble: bool = True,
+    private_bytes: int = 0,
+    private_tag: int = 0x00291010,
+    **attrs: Any,
 ) -> bytes:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -131,7 +136,7 @@ def encoded(
     for keyword, value in attrs.items():
         setattr(ds, keyword, value)
     if private_bytes:
-        ds.add_new(0x00291010, "OB", b"\x01" * private_bytes)
+        ds.add_new(private_tag, "OB", b"\x01" * private_bytes)
     ds.PixelData = os.urandom(64 * 1024)  # random, so that deflate cannot shrink it
     ds["PixelData"].VR = "OW"
     buffer = io.BytesIO()
@@ -556,3 +561,60 @@ def test_a_scan_that_keeps_losing_its_worker_fails_with_a_reason(
     scan.refresh_from_db()
     assert scan.status == Scan.Status.FAILED
     assert "without finishing (its worker was lost); start it again." in scan.error
+
+
+def test_each_folder_learns_the_size_of_its_headers() -> None:
+    sizes = scans.FirstReadSizes(8192)
+    assert sizes.size_for("p/series1/1.dcm") == 8192
+    for length in (20_000, 21_000, 20_500):
+        sizes.observe(
+            ObjectHeader(
+                key="p/series1/x.dcm", kind="dicom", status="ok", header_length=length
+            )
+        )
+    # A quarter above the median (20,500), rounded up to 8 KiB steps.
+    assert sizes.size_for("p/series1/4.dcm") == 32768
+    assert sizes.size_for("p/series2/1.dcm") == 8192
+    sizes.observe(
+        ObjectHeader(
+            key="p/series2/x.dcm", kind="dicom", status="ok", header_length=1000
+        )
+    )
+    assert sizes.size_for("p/series2/2.dcm") == 8192
+    sizes.observe(
+        ObjectHeader(
+            key="p/series3/x.dcm",
+            kind="dicom",
+            status="unreadable",
+            header_length=90_000,
+        )
+    )
+    assert sizes.size_for("p/series3/2.dcm") == 8192
+
+
+def test_a_folder_of_long_headers_costs_one_get_per_object_after_the_first(
+    db: None, bucket: LocalAWSHandle, settings: Any
+) -> None:
+    count = 80
+    for i in range(count):
+        bucket.put(
+            f"s3://scan-in/incoming/long/{i:02}.dcm",
+            # A private block before the patient attributes: the reader must read past it.
+            encoded(
+                "1.2.840.10008.1.2.1",
+                private_bytes=20 * 1024,
+                private_tag=0x00091010,
+                SOPInstanceUID=f"{SERIES}.{i}",
+            ),
+        )
+    bucket.clear_calls()
+    scan = run_scan()
+    headers = headers_of(scan)
+    # Reads run in parallel: those started before the first header length was known use the
+    # default size and need a second request; every later one needs one.
+    in_flight = 2 * settings.SCAN_THREADS
+    assert len(gets(bucket)) <= count + in_flight
+    assert sum(1 for h in headers.values() if h.requests == 1) >= count - in_flight
+    for header in headers.values():
+        assert header.header_length is not None
+        assert header.bytes_read <= -(-2 * header.header_length // 8192) * 8192
