@@ -673,7 +673,8 @@ def _build_index(scan: Scan) -> None:
             current_study is None
             or row["study_instance_uid"] != current_study.study_instance_uid
         ):
-            if current_study is not None:
+            if current_study is not None and current_series is not None:
+                _close(current_series, series_values, SERIES_ATTRIBUTES)
                 _close(current_study, study_values, STUDY_ATTRIBUTES)
             current_study = ScanStudy(
                 scan=scan,

@@ -23,7 +23,7 @@ from pydicom.uid import (
 )
 
 from imports import scans
-from imports.models import AuditEvent, ObjectHeader, Scan, ScanObject
+from imports.models import AuditEvent, ObjectHeader, Scan, ScanObject, ScanSeries
 from localaws.testing import LocalAWSHandle, dicom_bytes
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
@@ -618,3 +618,30 @@ def test_a_folder_of_long_headers_costs_one_get_per_object_after_the_first(
     for header in headers.values():
         assert header.header_length is not None
         assert header.bytes_read <= -(-2 * header.header_length // 8192) * 8192
+
+
+def test_every_series_of_every_study_gets_its_attributes(
+    db: None, bucket: LocalAWSHandle
+) -> None:
+    for study in (1, 2):
+        for series in (1, 2):
+            bucket.put(
+                f"s3://scan-in/incoming/{study}/{series}.dcm",
+                dicom_bytes(
+                    study=f"{STUDY}.{study}",
+                    series=f"{STUDY}.{study}.{series}",
+                    SeriesNumber=series,
+                    SeriesDescription=f"series {study}.{series}",
+                    Modality="MR",
+                ),
+            )
+    scan = run_scan()
+    found = sorted(
+        (s.series_instance_uid, s.series_number, s.series_description, s.modality)
+        for s in ScanSeries.objects.filter(study__scan=scan)
+    )
+    assert found == [
+        (f"{STUDY}.{study}.{series}", series, f"series {study}.{series}", "MR")
+        for study in (1, 2)
+        for series in (1, 2)
+    ]
