@@ -91,6 +91,8 @@ def browse(request: HtmxHttpRequest) -> HttpResponse:
                 request, form.cleaned_data["uri"], page_number + 1, listing.next_token
             )
             here = form.cleaned_data["uri"]
+            # Show where we are in the URI field, so that it can be edited from there.
+            form.data = {**data.dict(), "uri": here}
             context.update(
                 listing=listing,
                 page_number=page_number,

@@ -304,3 +304,8 @@ def test_the_scan_exports_every_object_as_csv_without_patient_data(
     assert lines[0].startswith("key,kind,status,study_instance_uid,series_instance_uid")
     assert len(lines) == 1 + 5
     assert "DOE" not in body
+
+
+def test_the_uri_field_shows_the_folder_being_browsed(client_alice: Client, demo_bucket: LocalAWSHandle) -> None:
+    content = client_alice.get("/browse/").content.decode()
+    assert 'value="s3://dicom-input/incoming/"' in content
