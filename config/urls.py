@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_not_required
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 urlpatterns = [
     path(
@@ -11,6 +14,13 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Browsers ask for /favicon.ico on pages that name none (the admin's).
+    path(
+        "favicon.ico",
+        login_not_required(
+            RedirectView.as_view(url=static("favicon.svg"), permanent=True)
+        ),
+    ),
     path("admin/", admin.site.urls),
     path("", include("imports.urls")),
 ]

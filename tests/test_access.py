@@ -17,7 +17,7 @@ SAMPLE_VALUES = {
     "path": "x/y",
 }
 # The admin site has its own login form; it signs in against the same accounts.
-PUBLIC = {"/accounts/login/", "/admin/login/"}
+PUBLIC = {"/accounts/login/", "/admin/login/", "/favicon.ico"}
 
 
 def all_urls() -> Iterator[str]:
@@ -176,3 +176,9 @@ def test_the_admin_login_form_turns_away_other_roles_with_a_reason(
     assert response.status_code == 200
     assert "only the Administrator role may" in response.content.decode()
     assert "_auth_user_id" not in client.session
+
+
+def test_the_favicon_is_public(client: Client) -> None:
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301
+    assert response["Location"] == "/static/favicon.svg"

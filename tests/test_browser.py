@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.db import connections
 
 from imports.models import Datastore
 from localaws.testing import LocalAWSHandle
@@ -52,6 +53,9 @@ def page(live_server: Any) -> Iterator[Any]:
         tab.console_errors = errors  # type: ignore[attr-defined]  # read back by the tests
         yield tab
         browser.close()
+        # Queries the test made while Playwright ran have their own connection (Playwright's
+        # greenlet has its own context); close it, or PostgreSQL cannot drop the test database.
+        connections.close_all()
     os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
