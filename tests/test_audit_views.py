@@ -46,10 +46,15 @@ def test_it_filters_by_action_user_text_and_date(client_bob: Client, bob: Any) -
         "1 event"
         in client_bob.get("/audit/", {"action": "phi.revealed"}).content.decode()
     )
-    assert "2 events" in client_bob.get("/audit/", {"actor": "bo"}).content.decode()  # sign-in and reveal
+    assert (
+        "2 events" in client_bob.get("/audit/", {"actor": "bo"}).content.decode()
+    )  # sign-in and reveal
     assert "1 event" in client_bob.get("/audit/", {"q": "p2/"}).content.decode()
     since = (timezone.now() - timedelta(days=1)).date().isoformat()
-    assert "4 events" in client_bob.get("/audit/", {"since": since, "action": ""}).content.decode()
+    assert (
+        "4 events"
+        in client_bob.get("/audit/", {"since": since, "action": ""}).content.decode()
+    )
 
 
 def test_it_explains_an_impossible_date_range(client_bob: Client) -> None:

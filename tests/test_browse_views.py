@@ -306,6 +306,8 @@ def test_the_scan_exports_every_object_as_csv_without_patient_data(
     assert "DOE" not in body
 
 
-def test_the_uri_field_shows_the_folder_being_browsed(client_alice: Client, demo_bucket: LocalAWSHandle) -> None:
+def test_the_uri_field_shows_the_folder_being_browsed(
+    client_alice: Client, demo_bucket: LocalAWSHandle
+) -> None:
     content = client_alice.get("/browse/").content.decode()
     assert 'value="s3://dicom-input/incoming/"' in content
