@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -21,9 +23,11 @@ from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     create_backend_app,
 )
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from waitress import wasyncore  # type: ignore[import-untyped]
+from waitress.channel import HTTPChannel  # type: ignore[import-untyped]
+from waitress.server import create_server  # type: ignore[import-untyped]
 
-from localaws import s3store
+from localaws import s3fast, s3store
 from localaws.faults import (
     CallLog,
     FaultError,
@@ -40,6 +44,18 @@ SCOPE_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/,\s]+/([^/,\s]+)/aws4_reque
 QUERY_SCOPE_RE = re.compile(r"^[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request$")
 S3_MUTATING = ("PUT", "POST", "DELETE")
 SAVE_INTERVAL_S = 1.0
+# Worker threads of the HTTP server. Injected latency sleeps in a worker, so this bounds how many requests can
+# wait at once: 64 lets the 16 to 32 concurrent clients of a scan overlap their sleeps with room to spare.
+SERVER_THREADS = 64
+# Open connections at once. Clients keep theirs alive now, and a test suite's many boto3 clients hold theirs
+# until they are garbage-collected; at the limit waitress stops accepting and new clients would hang.
+CONNECTION_LIMIT = 4096
+# An idle kept-alive connection is closed after this long: it frees the descriptors of clients that never close
+# theirs, and boto3 notices a closed idle connection and opens a new one.
+IDLE_CONNECTION_TIMEOUT_S = 60
+# S3's limit for one PutObject; waitress's own default (1 GiB) would refuse a larger upload that moto takes.
+MAX_REQUEST_BODY_BYTES = 5 * 1024**3
+LOOP_TIMEOUT_S = 1.0
 
 
 def signing_service(environ: WSGIEnviron) -> str | None:
@@ -65,6 +81,10 @@ class Router:
     def __call__(
         self, environ: WSGIEnviron, start_response: StartResponse
     ) -> Iterable[bytes]:
+        if "RAW_URI" not in environ and "REQUEST_URI" in environ:
+            # moto takes the undecoded path from werkzeug's RAW_URI (an S3 key may hold "%2F" or "%25");
+            # waitress calls it REQUEST_URI.
+            environ["RAW_URI"] = environ["REQUEST_URI"]
         path = environ.get("PATH_INFO", "")
         if path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/"):
             return self.localaws.control(environ, start_response)
@@ -102,6 +122,12 @@ class Router:
             ]
             start_response(f"{status} Error", response_headers)
             return [] if method == "HEAD" else [body]
+        if operation == "GetObject" and local.fast_get:
+            answer = s3fast.get_object(environ)
+            if answer is not None:
+                local.calls.record("s3", operation, answer.status)
+                start_response(answer.status_line, answer.headers)
+                return [answer.body]
         captured: dict[str, int] = {}
 
         def capture(
@@ -132,9 +158,95 @@ def _drain(environ: WSGIEnviron) -> None:
         length -= len(chunk)
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
+class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
+    def send_continue(self) -> None:
+        # waitress 3.0.2 answers "Expect: 100-continue" on a request that has no body and then marks that
+        # complete request incomplete again, so it is never served and the client waits forever. botocore
+        # sends the header with every PutObject, empty folder markers included. With no body there is nothing
+        # to continue: the response itself is the answer the client waits for.
+        if self.request is not None and self.request.completed:
+            self.request.expect_continue = False
+            return
+        super().send_continue()
+
+
+class _HTTPServer:
+    """waitress on one socket, its I/O loop in a thread of ours so that stop() can end it.
+
+    werkzeug's development server closed the connection after every response, so each boto3 request paid for
+    a new TCP connection; waitress keeps HTTP/1.1 connections alive and runs the app on a pool of threads.
+    """
+
+    def __init__(
+        self, app: Callable[..., Iterable[bytes]], host: str, port: int
+    ) -> None:
+        self.accepted = 0
+        self._accepted_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._map: dict[int, Any] = {}
+        sock = _listening_socket(host, port)
+        try:
+            self._server = create_server(
+                app,
+                map=self._map,
+                sockets=[sock],
+                threads=SERVER_THREADS,
+                connection_limit=CONNECTION_LIMIT,
+                channel_timeout=IDLE_CONNECTION_TIMEOUT_S,
+                max_request_body_size=MAX_REQUEST_BODY_BYTES,
+                # poll(), not select(): select() fails beyond 1024 descriptors.
+                asyncore_use_poll=True,
+                asyncore_loop_timeout=LOOP_TIMEOUT_S,
+                # Pass X-Forwarded-* and the like through untouched, as werkzeug did.
+                clear_untrusted_proxy_headers=False,
+            )
+        except BaseException:
+            sock.close()
+            raise
+        self.port: int = sock.getsockname()[1]
+        # waitress builds one channel per accepted connection through this attribute; counting them shows
+        # whether clients reuse their connections.
+        self._server.channel_class = self._new_channel
+
+    def _new_channel(self, *args: Any, **kwargs: Any) -> Any:
+        with self._accepted_lock:
+            self.accepted += 1
+        return _Channel(*args, **kwargs)
+
+    def serve(self) -> None:
+        # waitress's own run() loops until its socket map is empty; one poll at a time lets stop() end it from
+        # the loop's own thread, so no socket is closed under a poll() that is using it.
+        try:
+            while not self._stopping.is_set():
+                wasyncore.loop(
+                    timeout=LOOP_TIMEOUT_S,
+                    map=self._map,
+                    use_poll=True,
+                    count=1,
+                )
+        finally:
+            wasyncore.close_all(self._map)
+            # Worker threads are daemons; a request still sleeping on injected latency must not hold up stop().
+            self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        # Wakes the loop's poll() at once instead of after LOOP_TIMEOUT_S.
+        self._server.pull_trigger()
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    # One socket, bound the way werkzeug bound it (IPv6 only for an address with a colon): waitress resolving
+    # "localhost" itself could listen on ::1 and 127.0.0.1, on two different free ports when port is 0.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class LocalAWS:
@@ -174,7 +286,9 @@ class LocalAWS:
             on_change=self.mark_dirty,
         )
         self.router = Router(self)
-        self._server: BaseWSGIServer | None = None
+        # The GetObject fast path (s3fast.py); LOCALAWS_FAST_GET=0 or False here sends every GetObject to moto.
+        self.fast_get = os.environ.get("LOCALAWS_FAST_GET", "1") != "0"
+        self._server: _HTTPServer | None = None
         self._threads: list[threading.Thread] = []
 
     @property
@@ -182,22 +296,17 @@ class LocalAWS:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
 
+    @property
+    def connections_accepted(self) -> int:
+        """TCP connections the server has accepted since start(); kept-alive connections count once."""
+        return self._server.accepted if self._server is not None else 0
+
     def start(self) -> LocalAWS:
-        self._server = make_server(
-            self.host,
-            self.port,
-            self.router,
-            threaded=True,
-            request_handler=_QuietHandler,
-        )
-        self.port = self._server.server_port
+        self._server = _HTTPServer(self.router, self.host, self.port)
+        self.port = self._server.port
         self._stopping.clear()
-        # A short poll interval keeps stop() quick; the restart tests notice it.
         serve = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="localaws-http",
-            daemon=True,
+            target=self._server.serve, name="localaws-http", daemon=True
         )
         serve.start()
         self._threads.append(serve)
@@ -222,8 +331,7 @@ class LocalAWS:
     def stop(self) -> None:
         self._stopping.set()
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
         self.healthimaging.stop()
         for thread in self._threads:
