@@ -5,7 +5,11 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.templatetags.static import static
 from django.urls import include, path
+from django.utils.functional import lazy
 from django.views.generic import RedirectView
+
+# Resolved per request: with the manifest storage, static() needs collectstatic to have run.
+lazy_static = lazy(static, str)
 
 urlpatterns = [
     path(
