@@ -5,11 +5,16 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.templatetags.static import static
 from django.urls import include, path
-from django.utils.functional import lazy
 from django.views.generic import RedirectView
 
-# Resolved per request: with the manifest storage, static() needs collectstatic to have run.
-lazy_static = lazy(static, str)
+
+class FaviconRedirect(RedirectView):
+    permanent = True
+
+    def get_redirect_url(self, *args: object, **kwargs: object) -> str:
+        # Resolved per request: with the manifest storage, static() needs collectstatic first.
+        return static("favicon.svg")
+
 
 urlpatterns = [
     path(
@@ -21,9 +26,7 @@ urlpatterns = [
     # Browsers ask for /favicon.ico on pages that name none (the admin's).
     path(
         "favicon.ico",
-        login_not_required(
-            RedirectView.as_view(url=static("favicon.svg"), permanent=True)
-        ),
+        login_not_required(FaviconRedirect.as_view()),
     ),
     path("admin/", admin.site.urls),
     path("", include("imports.urls")),
