@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -317,7 +317,7 @@ EXPORT_FIELDS = [
 
 @require_GET
 def scan_export(request: HttpRequest, pk: int) -> StreamingHttpResponse:
-    """Every object of a scan as CSV (no patient names or IDs), streamed so size does not matter."""
+    """Every object of a scan as CSV (no patient names or IDs)."""
     scan = _get_scan_for_user(request, pk)
     headers = (
         ObjectHeader.objects.filter(
@@ -326,22 +326,31 @@ def scan_export(request: HttpRequest, pk: int) -> StreamingHttpResponse:
         .order_by("key")
         .values_list(*EXPORT_FIELDS)
     )
+    return _csv_response(
+        f"scan-{scan.pk}-objects.csv", EXPORT_FIELDS, headers.iterator(chunk_size=2000)
+    )
 
-    class Echo:
-        def write(self, value: str) -> str:
-            return value
 
-    writer = csv.writer(Echo())
+class _Echo:
+    """A file whose write() hands the line back, so csv.writer can feed a streaming response."""
 
-    def rows() -> Iterator[str]:
-        yield writer.writerow(EXPORT_FIELDS)
-        for row in headers.iterator(chunk_size=2000):
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_response(
+    filename: str, header: list[str], rows: Iterable[Iterable[Any]]
+) -> StreamingHttpResponse:
+    """Rows as a CSV download, streamed so that its size does not matter."""
+    writer = csv.writer(_Echo())
+
+    def lines() -> Iterator[str]:
+        yield writer.writerow(header)
+        for row in rows:
             yield writer.writerow(row)
 
-    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = (
-        f'attachment; filename="scan-{scan.pk}-objects.csv"'
-    )
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
 
@@ -378,24 +387,14 @@ def audit_list(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 @permission_required("imports.view_auditevent", raise_exception=True)
 def audit_export(request: HttpRequest) -> StreamingHttpResponse:
-    """The filtered audit trail as CSV, streamed."""
+    """The filtered audit trail as CSV."""
     events = (
         AuditFilterForm(request.GET)
         .filter(AuditEvent.objects.all())
         .values_list(*AUDIT_EXPORT_FIELDS)
     )
-
-    class Echo:
-        def write(self, value: str) -> str:
-            return value
-
-    writer = csv.writer(Echo())
-
-    def rows() -> Iterator[str]:
-        yield writer.writerow(AUDIT_EXPORT_FIELDS)
-        for created_at, *rest in events.iterator(chunk_size=2000):
-            yield writer.writerow([created_at.isoformat(), *rest])
-
-    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = 'attachment; filename="audit-trail.csv"'
-    return response
+    rows = (
+        [created_at.isoformat(), *rest]
+        for created_at, *rest in events.iterator(chunk_size=2000)
+    )
+    return _csv_response("audit-trail.csv", AUDIT_EXPORT_FIELDS, rows)
