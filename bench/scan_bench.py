@@ -548,7 +548,11 @@ def report(
     )
     print(
         f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()} {platform.machine()}; "
-        "localaws runs in the same process."
+        + (
+            "localaws runs in a child process."
+            if args.server == "process"
+            else "localaws runs in the same process."
+        )
     )
     print()
     print("| Figure | Target | Measured | Met? |")
