@@ -222,7 +222,18 @@ def scan_list(request: HtmxHttpRequest) -> HttpResponse:
         if request.htmx
         else "imports/scan_list.html"
     )
-    return render(request, template, {"form": form, "page": page})
+    return render(
+        request,
+        template,
+        {"form": form, "page": page, "query": _filters_query(request)},
+    )
+
+
+def _filters_query(request: HttpRequest) -> str:
+    """The request's query string without its page number, for the links to other pages."""
+    query = request.GET.copy()
+    query.pop("page", None)
+    return query.urlencode()
 
 
 def _get_scan_for_user(request: HttpRequest, pk: int) -> Scan:
@@ -372,15 +383,15 @@ def audit_list(request: HtmxHttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET)
     events = form.filter(AuditEvent.objects.all())
     page = Paginator(events, 50).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
     template = (
         "imports/audit_list.html#audit-table"
         if request.htmx
         else "imports/audit_list.html"
     )
     return render(
-        request, template, {"form": form, "page": page, "query": query.urlencode()}
+        request,
+        template,
+        {"form": form, "page": page, "query": _filters_query(request)},
     )
 
 

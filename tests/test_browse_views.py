@@ -311,3 +311,12 @@ def test_the_uri_field_shows_the_folder_being_browsed(
 ) -> None:
     content = client_alice.get("/browse/").content.decode()
     assert 'value="s3://dicom-input/incoming/"' in content
+
+
+def test_the_scan_list_pages_keep_the_filters(client_bob: Client) -> None:
+    for i in range(30):
+        scans.scan_start(
+            actor=None, bucket="b", prefix=f"p{i}/", region="us-east-1", enqueue=False
+        )
+    content = client_bob.get("/scans/", {"status": "queued", "q": "p"}).content.decode()
+    assert 'href="?status=queued&amp;q=p&amp;page=2"' in content
