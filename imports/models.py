@@ -98,10 +98,6 @@ class Datastore(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def datastore_arn_hint(self) -> str:
-        return f"{self.region}/{self.datastore_id}"
-
 
 class AuditEvent(models.Model):
     """One line of the audit trail: who did what, to what, when. Never edited, never deleted."""
