@@ -320,3 +320,10 @@ def test_the_scan_list_pages_keep_the_filters(client_bob: Client) -> None:
         )
     content = client_bob.get("/scans/", {"status": "queued", "q": "p"}).content.decode()
     assert 'href="?status=queued&amp;q=p&amp;page=2"' in content
+
+
+def test_starting_a_scan_of_a_malformed_uri_explains_and_saves_nothing(client_alice: Client) -> None:
+    response = client_alice.post("/scans/start/", {"uri": "s3://UPPER/case/"})
+    assert response.status_code == 400
+    assert "is not an S3 URI HealthImaging accepts" in response.content.decode()
+    assert not Scan.objects.exists()
