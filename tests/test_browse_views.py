@@ -322,7 +322,9 @@ def test_the_scan_list_pages_keep_the_filters(client_bob: Client) -> None:
     assert 'href="?status=queued&amp;q=p&amp;page=2"' in content
 
 
-def test_starting_a_scan_of_a_malformed_uri_explains_and_saves_nothing(client_alice: Client) -> None:
+def test_starting_a_scan_of_a_malformed_uri_explains_and_saves_nothing(
+    client_alice: Client,
+) -> None:
     response = client_alice.post("/scans/start/", {"uri": "s3://UPPER/case/"})
     assert response.status_code == 400
     assert "is not an S3 URI HealthImaging accepts" in response.content.decode()
