@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.cache import cache
 from django.db import transaction
 
 from imports import aws
@@ -192,6 +194,7 @@ class BrowsePage:
 
 # Bytes enough to tell DICOM (preamble + "DICM", or a bare dataset) and JSON apart.
 SNIFF_BYTES = 512
+SNIFF_CACHE_SECONDS = 24 * 60 * 60
 
 
 def s3_browse(
@@ -208,29 +211,39 @@ def s3_browse(
     objects = [obj for obj in page.objects if obj.key != prefix]
     kinds: dict[str, str] = {}
     unknown: list[aws.S3Object] = []
-    cached = dict(
-        ObjectHeader.objects.filter(
+    scanned = {
+        (key, etag): kind
+        for key, etag, kind in ObjectHeader.objects.filter(
             bucket=bucket, key__in=[o.key for o in objects]
-        ).values_list("key", "kind")
-    )
+        ).values_list("key", "etag", "kind")
+    }
+    sniffed = cache.get_many([_sniff_cache_key(bucket, o) for o in objects])
     for obj in objects:
         by_name = sniff_kind(obj.key, b"")
+        known = scanned.get((obj.key, obj.etag)) or sniffed.get(
+            _sniff_cache_key(bucket, obj)
+        )
         if by_name != "other":
             kinds[obj.key] = by_name
-        elif obj.key in cached:
-            kinds[obj.key] = cached[obj.key]
+        elif known:
+            kinds[obj.key] = known
         elif obj.size == 0:
             kinds[obj.key] = "other"
         else:
             unknown.append(obj)
     if unknown:
         with ThreadPoolExecutor(max_workers=settings.SCAN_THREADS) as pool:
-            for obj, kind in zip(
-                unknown,
-                pool.map(lambda o: _sniff(region, bucket, o), unknown),
-                strict=True,
-            ):
-                kinds[obj.key] = kind
+            found = list(pool.map(lambda o: _sniff(region, bucket, o), unknown))
+        kinds.update((obj.key, kind) for obj, kind in zip(unknown, found, strict=True))
+        # Remembered per object version, so paging back and forth costs no second GET.
+        cache.set_many(
+            {
+                _sniff_cache_key(bucket, o): kind
+                for o, kind in zip(unknown, found, strict=True)
+                if kind != "unknown"
+            },
+            timeout=SNIFF_CACHE_SECONDS,
+        )
     return BrowsePage(
         bucket=bucket,
         prefix=prefix,
@@ -247,6 +260,11 @@ def s3_browse(
         ],
         next_token=page.next_token,
     )
+
+
+def _sniff_cache_key(bucket: str, obj: aws.S3Object) -> str:
+    digest = hashlib.sha256(f"{bucket}/{obj.key}".encode()).hexdigest()
+    return f"sniff:{digest}:{obj.etag}"
 
 
 def _sniff(region: str, bucket: str, obj: aws.S3Object) -> str:

@@ -329,3 +329,17 @@ def test_starting_a_scan_of_a_malformed_uri_explains_and_saves_nothing(
     assert response.status_code == 400
     assert "is not an S3 URI HealthImaging accepts" in response.content.decode()
     assert not Scan.objects.exists()
+
+
+def test_browsing_a_folder_again_sniffs_nothing_again(
+    client_alice: Client, demo_bucket: LocalAWSHandle
+) -> None:
+    from django.core.cache import cache
+
+    cache.clear()
+    client_alice.get("/browse/")
+    assert len(demo_bucket.calls("s3", "GetObject")) == 2  # "noext" and "readme"
+    demo_bucket.clear_calls()
+    content = client_alice.get("/browse/").content.decode()
+    assert demo_bucket.calls("s3", "GetObject") == []
+    assert "dicom" in content.split("noext")[1].split("</tr>")[0]
