@@ -9,6 +9,9 @@ from django.db import models
 from imports import validators
 
 GB = 1000**3
+# HealthImaging's service quotas (defaults; the file count is adjustable, the size is not).
+DEFAULT_FILES_PER_JOB = 5000
+MAX_BYTES_PER_JOB = 10 * GB
 
 
 class Datastore(models.Model):
@@ -61,14 +64,14 @@ class Datastore(models.Model):
     )
     max_files_per_job = models.PositiveIntegerField(
         "file limit per job",
-        default=5000,
+        default=DEFAULT_FILES_PER_JOB,
         validators=[MinValueValidator(1), MaxValueValidator(1_000_000)],
         help_text="Service quota “Maximum number of files in a DICOM import job” (default 5,000; adjustable).",
     )
     max_bytes_per_job = models.PositiveBigIntegerField(
         "size limit per job (bytes)",
-        default=10 * GB,
-        validators=[MinValueValidator(1), MaxValueValidator(10 * GB)],
+        default=MAX_BYTES_PER_JOB,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_BYTES_PER_JOB)],
         help_text="Service quota on the total size of a job (10 GB, not adjustable).",
     )
     enabled = models.BooleanField(
@@ -244,8 +247,8 @@ class Scan(models.Model):
     bytes_read = models.PositiveBigIntegerField(default=0)
     listing_done = models.BooleanField(default=False)
     # Limits at the time of the scan (the datastore's quotas, or the AWS defaults).
-    max_files = models.PositiveIntegerField(default=5000)
-    max_bytes = models.PositiveBigIntegerField(default=10 * GB)
+    max_files = models.PositiveIntegerField(default=DEFAULT_FILES_PER_JOB)
+    max_bytes = models.PositiveBigIntegerField(default=MAX_BYTES_PER_JOB)
     started_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )

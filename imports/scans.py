@@ -29,6 +29,8 @@ from imports.audit import audit_record
 from imports.dicom import HeaderRead, read_header, sniff_kind
 from imports.dicomjson import validate_dicom_json
 from imports.models import (
+    DEFAULT_FILES_PER_JOB,
+    MAX_BYTES_PER_JOB,
     AuditEvent,
     Datastore,
     ObjectHeader,
@@ -62,11 +64,6 @@ SERIES_ATTRIBUTES = {
     "SeriesNumber": "series_number",
     "SeriesDescription": "series_description",
 }
-
-
-# HealthImaging's default quotas, for a prefix scanned without choosing a datastore.
-DEFAULT_MAX_FILES = 5000
-DEFAULT_MAX_BYTES = 10 * 1000**3
 
 
 class ScanCancelled(Exception):
@@ -104,10 +101,10 @@ def scan_start(
                 datastore=datastore,
                 max_files=datastore.max_files_per_job
                 if datastore
-                else DEFAULT_MAX_FILES,
+                else DEFAULT_FILES_PER_JOB,
                 max_bytes=datastore.max_bytes_per_job
                 if datastore
-                else DEFAULT_MAX_BYTES,
+                else MAX_BYTES_PER_JOB,
                 started_by=actor if isinstance(actor, User) else None,
             )
             audit_record(
@@ -117,7 +114,7 @@ def scan_start(
                 summary=f"Started a scan of {scan.uri}",
             )
             if enqueue:
-                from imports.tasks import scan_prefix
+                from imports.tasks import scan_prefix  # here: tasks imports this module
 
                 # celery-types does not know DjangoTask, which Celery's Django fixup installs.
                 scan_prefix.delay_on_commit(scan.pk)  # type: ignore[attr-defined]
@@ -172,7 +169,7 @@ def scans_recover_stalled() -> list[int]:
             if Scan.objects.filter(
                 pk=scan.pk, status=Scan.Status.RUNNING, heartbeat_at__lt=cutoff
             ).update(status=Scan.Status.QUEUED):
-                from imports.tasks import scan_prefix
+                from imports.tasks import scan_prefix  # here: tasks imports this module
 
                 scan_prefix.delay_on_commit(scan.pk)  # type: ignore[attr-defined]
                 requeued.append(scan.pk)
