@@ -60,8 +60,8 @@ def test_a_running_scan_can_be_cancelled(
     body = dicom_bytes(study=STUDY, series=STUDY + ".1")
     for i in range(300):
         s3.put_object(Bucket="dicom-input", Key=f"incoming/{i:04}.dcm", Body=body)
-    # Slow S3 down so that the scan is still running when the cancel arrives.
-    localaws.add_fault(service="s3", latency_ms=100)
+    # Slow S3 down (300 objects / 16 threads × 250 ms ≈ 5 s) so the scan is still running when the cancel arrives.
+    localaws.add_fault(service="s3", latency_ms=250)
     client_alice.post("/scans/start/", {"datastore": str(datastore.pk)})
     scan = Scan.objects.get()
 
