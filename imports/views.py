@@ -27,6 +27,7 @@ from imports.models import (
 )
 
 REVEALED_SESSION_KEY = "revealed_scans"
+BROWSE_TOKENS_SESSION_KEY = "browse_tokens"
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -147,15 +148,19 @@ def _listing_error(uri: str, error: aws.AwsError) -> str:
 def _page_token(request: HttpRequest, uri: str) -> tuple[int, str | None]:
     """The page asked for and its continuation token, remembered in the session.
 
-    S3 pages only forward; to go back, the dashboard keeps the tokens it has handed out. A shared
-    link to page 5 whose token this session never saw opens page 1.
+    S3 pages only forward; to go back, the dashboard keeps the tokens it has handed out, for the
+    folder being browsed only. A shared link to page 5 whose token this session never saw opens page 1.
     """
     try:
         page_number = max(1, int(request.GET.get("page", "1")))
     except ValueError:
         page_number = 1
-    tokens = request.session.get("browse_tokens", {}).get(uri, {})
-    token = tokens.get(str(page_number))
+    remembered = request.session.get(BROWSE_TOKENS_SESSION_KEY, {})
+    token = (
+        remembered.get("tokens", {}).get(str(page_number))
+        if remembered.get("uri") == uri
+        else None
+    )
     if page_number > 1 and token is None:
         return 1, None
     return page_number, token
@@ -166,13 +171,11 @@ def _remember_token(
 ) -> None:
     if token is None:
         return
-    all_tokens = request.session.get("browse_tokens", {})
-    # One folder's tokens at a time keeps the session small.
-    tokens = all_tokens.get(uri, {}) if len(all_tokens) < 20 else {}
-    tokens[str(page_number)] = token
-    request.session["browse_tokens"] = {
-        **({} if len(all_tokens) >= 20 else all_tokens),
-        uri: tokens,
+    remembered = request.session.get(BROWSE_TOKENS_SESSION_KEY, {})
+    tokens = remembered.get("tokens", {}) if remembered.get("uri") == uri else {}
+    request.session[BROWSE_TOKENS_SESSION_KEY] = {
+        "uri": uri,
+        "tokens": {**tokens, str(page_number): token},
     }
 
 
