@@ -2,14 +2,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Field, QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
 
 from imports import services
 from imports.audit import audit_record
 from imports.models import AuditEvent, Datastore
+from imports.validators import HEALTHIMAGING_REGIONS
 
 
 @admin.register(Datastore)
@@ -40,6 +42,16 @@ class DatastoreAdmin(admin.ModelAdmin[Datastore]):
         ("Service quotas", {"fields": ["max_files_per_job", "max_bytes_per_job"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
+
+    def formfield_for_dbfield(
+        self, db_field: Field[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> Any:
+        if db_field.name == "region":
+            # A list to pick from; the model's validator still names the allowed regions for anything else.
+            kwargs["widget"] = forms.Select(
+                choices=[("", "---------"), *[(r, r) for r in HEALTHIMAGING_REGIONS]]
+            )
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def save_model(
         self,

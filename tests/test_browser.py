@@ -119,7 +119,7 @@ def test_an_administrator_adds_a_datastore_and_checks_it(
     page.click(".object-tools a.addlink")
     page.wait_for_url("**/admin/imports/datastore/add/")
     page.fill("#id_name", "Radiology")
-    page.fill("#id_region", "us-east-1")
+    page.select_option("#id_region", "us-east-1")
     page.fill("#id_datastore_id", "NOT-AN-ID")
     page.fill("#id_role_arn", "arn:aws:iam::123456789012:role/ImportRole")
     page.fill("#id_input_s3_uri", "s3://dicom-input/incoming/")
