@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest requirements clean
+.PHONY: install demo test lint typecheck pytest bench requirements clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ typecheck: install
 
 pytest: install
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Benchmarks print tables; they are not tests (see bench/README.md). BENCH_ARGS="--objects 2000" for a short run.
+bench: install
+	$(BIN)/python -m bench.scan_bench $(BENCH_ARGS)
 
 # Recompile the pinned tree from pyproject.toml without recording any download address.
 requirements:
