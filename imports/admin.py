@@ -4,7 +4,9 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Field, QuerySet
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
+from django.db.models import Field, Model, QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
 
@@ -12,6 +14,62 @@ from imports import services
 from imports.audit import audit_record
 from imports.models import AuditEvent, Datastore
 from imports.validators import HEALTHIMAGING_REGIONS
+
+
+class AuditedAdminMixin:
+    """Copies the admin's own log of additions, changes and deletions into the audit trail.
+
+    Django's change message names the fields that changed (never their values, so no password).
+    """
+
+    def log_addition(self, request: HttpRequest, obj: Model, message: Any) -> Any:
+        entry = super().log_addition(request, obj, message)  # type: ignore[misc]
+        self._audit(request, obj, AuditEvent.Action.ACCOUNT_ADDED, "Added", entry)
+        return entry
+
+    def log_change(self, request: HttpRequest, obj: Model, message: Any) -> Any:
+        entry = super().log_change(request, obj, message)  # type: ignore[misc]
+        self._audit(request, obj, AuditEvent.Action.ACCOUNT_CHANGED, "Changed", entry)
+        return entry
+
+    def log_deletions(self, request: HttpRequest, queryset: Any) -> Any:
+        for obj in queryset:
+            self._audit(
+                request, obj, AuditEvent.Action.ACCOUNT_DELETED, "Deleted", None
+            )
+        return super().log_deletions(request, queryset)  # type: ignore[misc]
+
+    def _audit(
+        self,
+        request: HttpRequest,
+        obj: Model,
+        action: AuditEvent.Action,
+        verb: str,
+        entry: Any,
+    ) -> None:
+        what = f"{obj._meta.verbose_name} “{obj}”"
+        change = entry.get_change_message() if entry is not None else ""
+        audit_record(
+            actor=request.user,
+            action=action,
+            target=obj,
+            summary=f"{verb} {what}" + (f": {change}" if change else ""),
+        )
+
+
+# django.contrib.auth registered these first (it comes before this app in INSTALLED_APPS).
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class AuditedUserAdmin(AuditedAdminMixin, UserAdmin):  # type: ignore[type-arg]
+    pass
+
+
+@admin.register(Group)
+class AuditedGroupAdmin(AuditedAdminMixin, GroupAdmin):
+    pass
 
 
 @admin.register(Datastore)

@@ -106,3 +106,34 @@ def test_sign_ins_sign_outs_and_failures_are_recorded(
         ("user.signed_out", "alice", "Signed out"),
     ]
     assert "wrong" not in str(AuditEvent.objects.values_list("details", flat=True)[0])
+
+
+def test_role_and_account_changes_in_the_admin_are_audited(
+    client_carol: Client, bob: Any
+) -> None:
+    from django.contrib.auth.models import Group
+
+    operator = Group.objects.get(name="Operator")
+    response = client_carol.post(
+        f"/admin/auth/user/{bob.pk}/change/",
+        {
+            "username": "bob",
+            "email": "bob@example.org",
+            "is_active": "on",
+            "groups": [operator.pk],
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "00:00:00",
+            "initial-date_joined_0": "2026-01-01",
+            "initial-date_joined_1": "00:00:00",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    event = AuditEvent.objects.get(action=AuditEvent.Action.ACCOUNT_CHANGED)
+    assert event.actor_username == "carol"
+    assert event.summary.startswith("Changed user “bob”: Changed ")
+    assert "Groups" in event.summary
+    client_carol.post(f"/admin/auth/user/{bob.pk}/delete/", {"post": "yes"})
+    assert (
+        AuditEvent.objects.get(action=AuditEvent.Action.ACCOUNT_DELETED).summary
+        == "Deleted user “bob”"
+    )
