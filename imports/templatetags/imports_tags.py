@@ -18,7 +18,11 @@ def mask(value: str | None) -> str:
     >>> mask("")
     ''
     """
-    words = [w for w in re.split(r"[\\^\s=]+", value or "") if w]
+    # Only the alphabetic group of a PN: one ideographic character is much of a name.
+    alphabetic = (value or "").split("=")[0]
+    words = [w for w in re.split(r"[\\^\s]+", alphabetic) if w]
+    if not words:
+        return "***" if (value or "").strip("=^ ") else ""
     return " ".join(f"{w[0]}***" for w in words)
 
 
