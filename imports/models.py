@@ -248,7 +248,6 @@ class Scan(models.Model):
     folders = models.PositiveIntegerField(default=0)
     requests = models.PositiveIntegerField(default=0)
     bytes_read = models.PositiveBigIntegerField(default=0)
-    listing_done = models.BooleanField(default=False)
     # Limits at the time of the scan (the datastore's quotas, or the AWS defaults).
     max_files = models.PositiveIntegerField(default=DEFAULT_FILES_PER_JOB)
     max_bytes = models.PositiveBigIntegerField(default=MAX_BYTES_PER_JOB)
@@ -293,10 +292,8 @@ class Scan(models.Model):
 
     @property
     def percent_done(self) -> int:
-        if not self.listing_done:
-            return 0
         if not self.objects_listed:
-            return 100
+            return 100 if not self.is_active else 0
         return min(100, round(100 * self.objects_done / self.objects_listed))
 
 

@@ -637,7 +637,7 @@ def _finish_with_index(scan: Scan, progress: _Progress) -> None:
     with transaction.atomic():
         _build_index(scan)
         Scan.objects.filter(pk=scan.pk).update(
-            status=Scan.Status.COMPLETED, listing_done=True, finished_at=timezone.now()
+            status=Scan.Status.COMPLETED, finished_at=timezone.now()
         )
 
 

@@ -176,14 +176,17 @@ def test_the_progress_fragment_polls_while_running_and_stops_with_286(
         actor=None, bucket="b", prefix="p/", region="us-east-1", enqueue=False
     )
     Scan.objects.filter(pk=scan.pk).update(
-        status=Scan.Status.RUNNING, objects_listed=10, objects_done=4, listing_done=True
+        status=Scan.Status.RUNNING, objects_listed=10, objects_done=4
     )
     running = client_bob.get(
         f"/scans/{scan.pk}/progress/", headers={"HX-Request": "true"}
     )
     assert running.status_code == 200
     assert 'hx-trigger="every 1s"' in running.content.decode()
-    assert '<progress max="10" value="4"' in running.content.decode()
+    assert (
+        '<progress max="10" value="4" aria-label="Objects read">40%</progress>'
+        in running.content.decode()
+    )
     Scan.objects.filter(pk=scan.pk).update(status=Scan.Status.COMPLETED)
     done = client_bob.get(f"/scans/{scan.pk}/progress/", headers={"HX-Request": "true"})
     assert done.status_code == 286
