@@ -39,7 +39,7 @@ from imports.models import (
     ScanSeries,
     ScanStudy,
 )
-from imports.services import Actor
+from imports.services import Actor, s3_problem
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +212,14 @@ def scan_run(*, scan_id: int) -> Scan | None:
     except ScanCancelled:
         _finish(scan, progress, Scan.Status.CANCELLED)
     except aws.AwsError as error:
-        _finish(scan, progress, Scan.Status.FAILED, error=_explain(scan, error))
+        _finish(
+            scan,
+            progress,
+            Scan.Status.FAILED,
+            error=s3_problem(
+                uri=scan.uri, error=error, needs="s3:ListBucket and s3:GetObject"
+            ),
+        )
     except Exception:
         logger.exception("Scan %s failed unexpectedly", scan.pk)
         _finish(
@@ -223,14 +230,6 @@ def scan_run(*, scan_id: int) -> Scan | None:
         )
     scan.refresh_from_db()
     return scan
-
-
-def _explain(scan: Scan, error: aws.AwsError) -> str:
-    if isinstance(error, aws.NotFound) and error.code == "NoSuchBucket":
-        return f"Bucket “{scan.bucket}” does not exist."
-    if isinstance(error, aws.AccessDenied):
-        return f"The dashboard may not read {scan.uri} ({error.code}): it needs s3:ListBucket and s3:GetObject there."
-    return str(error)
 
 
 def _scan_all(scan: Scan, progress: _Progress) -> None:
@@ -489,36 +488,30 @@ def read_object(
         return header
     if name_kind == "json":
         return _read_json(region, bucket, obj, header, head=b"")
-    fetched: dict[int, bytes] = {}
-    failures: list[aws.AwsError] = []
+    first_bytes: list[bytes] = []
 
     def fetch(start: int, end: int) -> bytes:
-        try:
-            data = aws.s3_get_range(
-                region=region, bucket=bucket, key=obj.key, start=start, end=end
-            )
-        except aws.AwsError as error:
-            failures.append(error)
-            raise
-        fetched.setdefault(start, data)
+        data = aws.s3_get_range(
+            region=region, bucket=bucket, key=obj.key, start=start, end=end
+        )
+        if start == 0 and not first_bytes:
+            first_bytes.append(data)
         return data
 
-    result: HeaderRead | None
     try:
+        # read_header lets fetch's errors through, so an S3 failure is never taken for a bad file.
         result = read_header(
             fetch,
             size=obj.size,
             first_read=first_read or settings.SCAN_FIRST_READ_BYTES,
         )
-    except aws.AwsError:
-        result = None
-    if failures or result is None:
+    except aws.AwsError as error:
         # Not the file's fault: marked so that the next scan reads it again.
         header.kind = name_kind
         header.status = ObjectHeader.Status.UNREADABLE
-        header.error = f"{TRANSIENT_PREFIX}{failures[0]}"
+        header.error = f"{TRANSIENT_PREFIX}{error}"
         return header
-    head = fetched.get(0, b"")
+    head = first_bytes[0] if first_bytes else b""
     if (
         result.status == "not_dicom"
         and name_kind == "other"

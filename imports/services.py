@@ -171,6 +171,18 @@ def _check_output_writable(datastore: Datastore) -> CheckResult:
     )
 
 
+def s3_problem(*, uri: str, error: aws.AwsError, needs: str) -> str:
+    """What went wrong reading an S3 prefix, for the person who typed or chose it."""
+    if isinstance(error, aws.NotFound) and error.code == "NoSuchBucket":
+        bucket, _ = split_s3_uri(uri)
+        return f"Bucket “{bucket}” does not exist."
+    if isinstance(error, aws.AccessDenied):
+        return (
+            f"The dashboard may not read {uri} ({error.code}): it needs {needs} there."
+        )
+    return f"S3 did not answer: {error}"
+
+
 # --- Browsing -------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
@@ -86,7 +87,9 @@ def browse(request: HtmxHttpRequest) -> HttpResponse:
                 token=token,
             )
         except aws.AwsError as error:
-            context["listing_error"] = _listing_error(form.cleaned_data["uri"], error)
+            context["listing_error"] = services.s3_problem(
+                uri=form.cleaned_data["uri"], error=error, needs="s3:ListBucket"
+            )
         else:
             _remember_token(
                 request, form.cleaned_data["uri"], page_number + 1, listing.next_token
@@ -130,19 +133,7 @@ def _browse_href(datastore: Datastore | None, uri: str, page: int = 1) -> str:
 
 
 def _default_region() -> str:
-    from django.conf import settings
-
     return str(settings.AWS_DEFAULT_REGION)
-
-
-def _listing_error(uri: str, error: aws.AwsError) -> str:
-    if isinstance(error, aws.NotFound):
-        return (
-            f"The bucket of {uri} does not exist ({error.code}). Check the bucket name."
-        )
-    if isinstance(error, aws.AccessDenied):
-        return f"The dashboard may not list {uri} ({error.code}): it needs s3:ListBucket on that bucket."
-    return f"S3 could not be reached: {error}"
 
 
 def _page_token(request: HttpRequest, uri: str) -> tuple[int, str | None]:
