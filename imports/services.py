@@ -113,18 +113,8 @@ def _check_input_listable(datastore: Datastore) -> CheckResult:
         page = aws.s3_list_page(
             region=datastore.region, bucket=bucket, prefix=prefix, max_keys=1
         )
-    except aws.AccessDenied as error:
-        return CheckResult(
-            name,
-            False,
-            f"The dashboard cannot list {datastore.input_s3_uri}: {error.code}.",
-        )
-    except aws.NotFound as error:
-        return CheckResult(
-            name, False, f"Bucket “{bucket}” does not exist ({error.code})."
-        )
     except aws.AwsError as error:
-        return CheckResult(name, False, f"S3 did not answer: {error}")
+        return _s3_check_failed(name, "list", datastore.input_s3_uri, error)
     if not page.objects and not page.folders:
         return CheckResult(
             name, True, f"{datastore.input_s3_uri} can be listed; it is empty for now."
@@ -144,18 +134,8 @@ def _check_output_writable(datastore: Datastore) -> CheckResult:
             body=b"connection check\n",
             content_type="text/plain",
         )
-    except aws.AccessDenied as error:
-        return CheckResult(
-            name,
-            False,
-            f"The dashboard cannot write to {datastore.output_s3_uri}: {error.code}.",
-        )
-    except aws.NotFound as error:
-        return CheckResult(
-            name, False, f"Bucket “{bucket}” does not exist ({error.code})."
-        )
     except aws.AwsError as error:
-        return CheckResult(name, False, f"S3 did not answer: {error}")
+        return _s3_check_failed(name, "write to", datastore.output_s3_uri, error)
     try:
         aws.s3_delete_object(region=datastore.region, bucket=bucket, key=key)
     except aws.AwsError as error:
@@ -169,6 +149,21 @@ def _check_output_writable(datastore: Datastore) -> CheckResult:
         True,
         f"{datastore.output_s3_uri} is writable (a test object was written and deleted).",
     )
+
+
+def _s3_check_failed(
+    name: str, verb: str, uri: str, error: aws.AwsError
+) -> CheckResult:
+    if isinstance(error, aws.AccessDenied):
+        return CheckResult(
+            name, False, f"The dashboard cannot {verb} {uri}: {error.code}."
+        )
+    if isinstance(error, aws.NotFound):
+        bucket, _ = split_s3_uri(uri)
+        return CheckResult(
+            name, False, f"Bucket “{bucket}” does not exist ({error.code})."
+        )
+    return CheckResult(name, False, f"S3 did not answer: {error}")
 
 
 def s3_problem(*, uri: str, error: aws.AwsError, needs: str) -> str:
