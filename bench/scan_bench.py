@@ -347,7 +347,8 @@ class ScanRun:
 
 
 def run_scan(server: Server, prefix: str, *, trace: bool = False) -> ScanRun:
-    from imports.scans import scan_run, scan_start
+    from imports.scanning.control import scan_start
+    from imports.scanning.run import scan_run
 
     counted = server.counters()
     if trace:

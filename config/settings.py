@@ -222,7 +222,7 @@ AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=5)
 # --- Scanning -------------------------------------------------------------------------------
 # Header reads start with SCAN_FIRST_READ_BYTES and are extended only when the header runs past them.
 SCAN_THREADS = env.int("SCAN_THREADS", default=16)
-# 8 KiB holds most headers whole; each folder then learns its own size (imports.scans.FirstReadSizes).
+# 8 KiB holds most headers whole; each folder then learns its own size (imports.scanning.reader.FirstReadSizes).
 SCAN_FIRST_READ_BYTES = env.int("SCAN_FIRST_READ_BYTES", default=8 * 1024)
 # JSON metadata files larger than this are reported, not read.
 SCAN_JSON_MAX_BYTES = env.int("SCAN_JSON_MAX_BYTES", default=1024 * 1024)

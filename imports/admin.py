@@ -10,7 +10,7 @@ from django.db.models import Field, Model, QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
 
-from imports import services
+from imports import datastores
 from imports.audit import audit_record
 from imports.models import AuditEvent, Datastore
 from imports.validators import HEALTHIMAGING_REGIONS
@@ -149,7 +149,7 @@ class DatastoreAdmin(admin.ModelAdmin[Datastore]):
         self, request: HttpRequest, queryset: QuerySet[Datastore]
     ) -> None:
         for datastore in queryset:
-            for result in services.datastore_check_connection(
+            for result in datastores.datastore_check_connection(
                 datastore=datastore, actor=request.user
             ):
                 level = messages.SUCCESS if result.ok else messages.ERROR

@@ -9,10 +9,13 @@ from django.db import models
 
 from imports.models import AuditEvent
 
+# Who did something: a signed-in user, or nobody (the CLI, a beat task) recorded as "system".
+Actor = AbstractBaseUser | AnonymousUser | None
+
 
 def audit_record(
     *,
-    actor: AbstractBaseUser | AnonymousUser | None,
+    actor: Actor,
     action: AuditEvent.Action,
     summary: str,
     target: models.Model | None = None,
@@ -28,6 +31,19 @@ def audit_record(
         target_id=str(target.pk) if target is not None else "",
         summary=summary[:500],
         details=details or {},
+    )
+
+
+# --- Patient data ---------------------------------------------------------------------------
+
+
+def phi_reveal(*, actor: Actor, target: models.Model, where: str) -> None:
+    """Record that `actor` looked at unmasked patient names and IDs (`where`: "the scan of s3://…")."""
+    audit_record(
+        actor=actor,
+        action=AuditEvent.Action.PHI_REVEALED,
+        target=target,
+        summary=f"Revealed patient names and IDs in {where}",
     )
 
 

@@ -150,6 +150,14 @@ class AuditEvent(models.Model):
 # --- Scanning -------------------------------------------------------------------------------
 
 
+class ObjectHeaderQuerySet(models.QuerySet["ObjectHeader"]):
+    def of_scan(self, scan: Scan) -> ObjectHeaderQuerySet:
+        """The object versions a scan found (through ScanObject)."""
+        return self.filter(
+            pk__in=ScanObject.objects.filter(scan=scan).values("header_id")
+        )
+
+
 class ObjectHeader(models.Model):
     """What one S3 object version holds, read once: the scan cache.
 
@@ -200,6 +208,8 @@ class ObjectHeader(models.Model):
     bytes_read = models.PositiveBigIntegerField(default=0)
     requests = models.PositiveIntegerField(default=0)
     read_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ObjectHeaderQuerySet.as_manager()
 
     class Meta:
         constraints = [

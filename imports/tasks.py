@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from imports import scans
+from imports.scanning import run
 
 
 @shared_task(
@@ -15,9 +15,12 @@ from imports import scans
 )
 def scan_prefix(scan_id: int) -> None:
     # scan_run claims the scan with a conditional UPDATE, so a redelivered message does nothing.
-    scans.scan_run(scan_id=scan_id)
+    run.scan_run(scan_id=scan_id)
 
 
 @shared_task(name="imports.scans_recover_stalled", ignore_result=True)
 def scans_recover_stalled() -> None:
-    scans.scans_recover_stalled()
+    # Imported here: the scan control module enqueues the tasks of this module.
+    from imports.scanning.control import scans_recover_stalled
+
+    scans_recover_stalled()

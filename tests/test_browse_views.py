@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from imports import scans
 from imports.models import AuditEvent, Datastore, Scan
+from imports.scanning import control, run
 from localaws.testing import LocalAWSHandle, dicom_bytes
 
 STUDY = "1.2.826.0.1.3680043.8.498.7"
@@ -175,7 +175,7 @@ def test_starting_a_scan_enqueues_it_and_shows_its_page(
 def test_the_progress_fragment_polls_while_running_and_stops_with_286(
     client_bob: Client, datastore: Datastore
 ) -> None:
-    scan, _ = scans.scan_start(
+    scan, _ = control.scan_start(
         actor=None, bucket="b", prefix="p/", region="us-east-1", enqueue=False
     )
     Scan.objects.filter(pk=scan.pk).update(
@@ -198,7 +198,7 @@ def test_the_progress_fragment_polls_while_running_and_stops_with_286(
 
 
 def test_cancel_stops_a_scan(client_alice: Client) -> None:
-    scan, _ = scans.scan_start(
+    scan, _ = control.scan_start(
         actor=None, bucket="b", prefix="p/", region="us-east-1", enqueue=False
     )
     Scan.objects.filter(pk=scan.pk).update(status=Scan.Status.RUNNING)
@@ -212,14 +212,14 @@ def test_cancel_stops_a_scan(client_alice: Client) -> None:
 
 
 def completed_scan(bucket: LocalAWSHandle) -> Scan:
-    scan, _ = scans.scan_start(
+    scan, _ = control.scan_start(
         actor=None,
         bucket="dicom-input",
         prefix="incoming/",
         region="us-east-1",
         enqueue=False,
     )
-    result = scans.scan_run(scan_id=scan.pk)
+    result = run.scan_run(scan_id=scan.pk)
     assert result is not None
     assert result.status == Scan.Status.COMPLETED
     return result
@@ -288,7 +288,7 @@ def test_the_scan_list_filters_by_status(
     client_bob: Client, django_assert_max_num_queries: Any
 ) -> None:
     for i in range(30):
-        scans.scan_start(
+        control.scan_start(
             actor=None, bucket="b", prefix=f"p{i}/", region="us-east-1", enqueue=False
         )
     Scan.objects.filter(prefix="p3/").update(status=Scan.Status.FAILED)
@@ -321,7 +321,7 @@ def test_the_uri_field_shows_the_folder_being_browsed(
 
 def test_the_scan_list_pages_keep_the_filters(client_bob: Client) -> None:
     for i in range(30):
-        scans.scan_start(
+        control.scan_start(
             actor=None, bucket="b", prefix=f"p{i}/", region="us-east-1", enqueue=False
         )
     content = client_bob.get("/scans/", {"status": "queued", "q": "p"}).content.decode()

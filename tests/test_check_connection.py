@@ -16,7 +16,7 @@ from botocore.stub import ANY, Stubber
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from imports import aws, services
+from imports import aws, datastores
 from imports.models import AuditEvent, Datastore
 
 DATASTORE_ID = "0123456789abcdef0123456789abcdef"
@@ -97,7 +97,7 @@ def delete_ok(s3: Stubber) -> None:
 def check(datastore: Datastore) -> dict[str, tuple[bool, str]]:
     return {
         r.name: (r.ok, r.message)
-        for r in services.datastore_check_connection(datastore=datastore, actor=None)
+        for r in datastores.datastore_check_connection(datastore=datastore, actor=None)
     }
 
 

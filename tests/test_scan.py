@@ -22,8 +22,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from imports import scans
 from imports.models import AuditEvent, ObjectHeader, Scan, ScanObject, ScanSeries
+from imports.scanning import control, reader, run
 from localaws.testing import LocalAWSHandle, dicom_bytes
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
@@ -31,11 +31,11 @@ SERIES = "1.2.826.0.1.3680043.8.498.1.1"
 
 
 def run_scan(prefix: str = "incoming/", bucket: str = "scan-in") -> Scan:
-    scan, created = scans.scan_start(
+    scan, created = control.scan_start(
         actor=None, bucket=bucket, prefix=prefix, region="us-east-1", enqueue=False
     )
     assert created
-    result = scans.scan_run(scan_id=scan.pk)
+    result = run.scan_run(scan_id=scan.pk)
     assert result is not None
     return result
 
@@ -45,12 +45,7 @@ def gets(localaws: LocalAWSHandle) -> list[dict[str, Any]]:
 
 
 def headers_of(scan: Scan) -> dict[str, ObjectHeader]:
-    return {
-        h.key: h
-        for h in ObjectHeader.objects.filter(
-            pk__in=ScanObject.objects.filter(scan=scan).values("header")
-        )
-    }
+    return {h.key: h for h in ObjectHeader.objects.of_scan(scan)}
 
 
 @pytest.fixture
@@ -383,10 +378,10 @@ def test_a_denied_read_is_not_cached_as_the_files_fault(
 
 
 def test_two_scans_of_one_prefix_share_one_run(db: None) -> None:
-    first, created = scans.scan_start(
+    first, created = control.scan_start(
         actor=None, bucket="b", prefix="p/", region="us-east-1", enqueue=False
     )
-    second, created_again = scans.scan_start(
+    second, created_again = control.scan_start(
         actor=None, bucket="b", prefix="p/", region="us-east-1", enqueue=False
     )
     assert (created, created_again) == (True, False)
@@ -395,32 +390,32 @@ def test_two_scans_of_one_prefix_share_one_run(db: None) -> None:
 
 
 def test_a_scan_runs_only_once(db: None, bucket: LocalAWSHandle) -> None:
-    scan, _ = scans.scan_start(
+    scan, _ = control.scan_start(
         actor=None,
         bucket="scan-in",
         prefix="incoming/",
         region="us-east-1",
         enqueue=False,
     )
-    assert scans.scan_run(scan_id=scan.pk) is not None
-    assert scans.scan_run(scan_id=scan.pk) is None
+    assert run.scan_run(scan_id=scan.pk) is not None
+    assert run.scan_run(scan_id=scan.pk) is None
 
 
 def test_a_queued_scan_is_cancelled_on_the_spot(db: None) -> None:
-    scan, _ = scans.scan_start(
+    scan, _ = control.scan_start(
         actor=None, bucket="b", prefix="p/", region="us-east-1", enqueue=False
     )
-    assert scans.scan_cancel(scan=scan, actor=None)
+    assert control.scan_cancel(scan=scan, actor=None)
     scan.refresh_from_db()
     assert scan.status == Scan.Status.CANCELLED
-    assert scans.scan_run(scan_id=scan.pk) is None
+    assert run.scan_run(scan_id=scan.pk) is None
 
 
 def test_starting_a_scan_enqueues_its_task_after_commit(
     db: None, django_capture_on_commit_callbacks: Any
 ) -> None:
     with django_capture_on_commit_callbacks() as callbacks:
-        scans.scan_start(actor=None, bucket="b", prefix="p/", region="us-east-1")
+        control.scan_start(actor=None, bucket="b", prefix="p/", region="us-east-1")
     assert len(callbacks) == 1
 
 
@@ -501,7 +496,7 @@ def test_a_scan_whose_worker_died_is_requeued_and_resumes_from_the_cache(
             f"s3://scan-in/incoming/{i}.dcm",
             dicom_bytes(study=STUDY, series=SERIES, InstanceNumber=i),
         )
-    scan, _ = scans.scan_start(
+    scan, _ = control.scan_start(
         actor=None,
         bucket="scan-in",
         prefix="incoming/",
@@ -515,11 +510,11 @@ def test_a_scan_whose_worker_died_is_requeued_and_resumes_from_the_cache(
         heartbeat_at=timezone.now() - timedelta(hours=1),
     )
     with django_capture_on_commit_callbacks() as callbacks:
-        assert scans.scans_recover_stalled() == [scan.pk]
+        assert control.scans_recover_stalled() == [scan.pk]
     assert len(callbacks) == 1
     scan.refresh_from_db()
     assert scan.status == Scan.Status.QUEUED
-    result = scans.scan_run(scan_id=scan.pk)
+    result = run.scan_run(scan_id=scan.pk)
     assert result is not None
     assert (result.status, result.attempts, result.objects_done) == (
         Scan.Status.COMPLETED,
@@ -531,13 +526,13 @@ def test_a_scan_whose_worker_died_is_requeued_and_resumes_from_the_cache(
 def test_a_scan_with_a_live_heartbeat_is_left_alone(db: None) -> None:
     from django.utils import timezone
 
-    scan, _ = scans.scan_start(
+    scan, _ = control.scan_start(
         actor=None, bucket="b", prefix="p/", region="us-east-1", enqueue=False
     )
     Scan.objects.filter(pk=scan.pk).update(
         status=Scan.Status.RUNNING, attempts=1, heartbeat_at=timezone.now()
     )
-    assert scans.scans_recover_stalled() == []
+    assert control.scans_recover_stalled() == []
     scan.refresh_from_db()
     assert scan.status == Scan.Status.RUNNING
 
@@ -549,7 +544,7 @@ def test_a_scan_that_keeps_losing_its_worker_fails_with_a_reason(
 
     from django.utils import timezone
 
-    scan, _ = scans.scan_start(
+    scan, _ = control.scan_start(
         actor=None, bucket="b", prefix="p/", region="us-east-1", enqueue=False
     )
     Scan.objects.filter(pk=scan.pk).update(
@@ -557,14 +552,14 @@ def test_a_scan_that_keeps_losing_its_worker_fails_with_a_reason(
         attempts=settings.SCAN_MAX_ATTEMPTS,
         heartbeat_at=timezone.now() - timedelta(hours=1),
     )
-    assert scans.scans_recover_stalled() == []
+    assert control.scans_recover_stalled() == []
     scan.refresh_from_db()
     assert scan.status == Scan.Status.FAILED
     assert "without finishing (its worker was lost); start it again." in scan.error
 
 
 def test_each_folder_learns_the_size_of_its_headers() -> None:
-    sizes = scans.FirstReadSizes(8192)
+    sizes = reader.FirstReadSizes(8192)
     assert sizes.size_for("p/series1/1.dcm") == 8192
     for length in (20_000, 21_000, 20_500):
         sizes.observe(

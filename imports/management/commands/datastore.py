@@ -7,7 +7,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from imports import services
+from imports import datastores
 from imports.models import Datastore
 
 
@@ -55,7 +55,7 @@ class Command(BaseCommand):
             if options[limit] is not None:
                 fields[limit] = options[limit]
         try:
-            datastore = services.datastore_create(actor=None, **fields)
+            datastore = datastores.datastore_create(actor=None, **fields)
         except ValidationError as error:
             lines = [
                 f"  {_option_name(field)}: {' '.join(msgs)}"
@@ -98,7 +98,7 @@ class Command(BaseCommand):
             raise CommandError(
                 f"No datastore is named “{options['name']}”. Known: {names}."
             ) from None
-        results = services.datastore_check_connection(datastore=datastore, actor=None)
+        results = datastores.datastore_check_connection(datastore=datastore, actor=None)
         for result in results:
             mark = self.style.SUCCESS("ok  ") if result.ok else self.style.ERROR("FAIL")
             self.stdout.write(f"{mark} {result.name}: {result.message}")

@@ -9,8 +9,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from imports import scans
-from imports.models import Datastore, ObjectHeader, Scan, ScanObject
+from imports.models import Datastore, ObjectHeader, Scan
+from imports.scanning import control, run
 from imports.validators import split_s3_uri, validate_s3_uri
 
 
@@ -44,7 +44,7 @@ class Command(BaseCommand):
             datastore.region if datastore else settings.AWS_DEFAULT_REGION
         )
         bucket, prefix = split_s3_uri(options["uri"])
-        scan, created = scans.scan_start(
+        scan, created = control.scan_start(
             actor=None,
             bucket=bucket,
             prefix=prefix,
@@ -56,7 +56,7 @@ class Command(BaseCommand):
             raise CommandError(
                 f"A scan of {scan.uri} is already running (scan {scan.pk}); try again when it ends."
             )
-        result = scans.scan_run(scan_id=scan.pk)
+        result = run.scan_run(scan_id=scan.pk)
         assert result is not None  # we created it, so we claim it
         if options["json"]:
             self._print_objects(result)
@@ -68,9 +68,7 @@ class Command(BaseCommand):
             )
 
     def _print_objects(self, scan: Scan) -> None:
-        headers = ObjectHeader.objects.filter(
-            pk__in=ScanObject.objects.filter(scan=scan).values("header_id")
-        ).order_by("key")
+        headers = ObjectHeader.objects.of_scan(scan).order_by("key")
         for header in headers.iterator(chunk_size=2000):
             line = {
                 "key": header.key,

@@ -24,9 +24,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from imports.audit import audit_record
+from imports.datastores import datastore_create
 from imports.models import AuditEvent, Datastore
 from imports.roles import ADMINISTRATOR, OPERATOR, VIEWER
-from imports.services import datastore_create
 from localaws import democorpus
 
 DEMO_URL = "http://127.0.0.1:8000/"

@@ -1,0 +1,124 @@
+"""Starting, cancelling and recovering scans. The work itself is imports.scanning.run, in a Celery task."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from imports.audit import Actor, audit_record
+from imports.models import (
+    DEFAULT_FILES_PER_JOB,
+    MAX_BYTES_PER_JOB,
+    AuditEvent,
+    Datastore,
+    Scan,
+)
+from imports.tasks import scan_prefix
+
+logger = logging.getLogger(__name__)
+
+
+def scan_start(
+    *,
+    actor: Actor,
+    bucket: str,
+    prefix: str,
+    region: str,
+    datastore: Datastore | None = None,
+    enqueue: bool = True,
+) -> tuple[Scan, bool]:
+    """Create a scan of s3://bucket/prefix and enqueue it; or join the one already running there.
+
+    Returns (scan, created). A partial unique constraint allows one active scan per prefix, so two
+    people pressing "Scan" at once share one run even when their requests race.
+    """
+    existing = Scan.objects.filter(
+        bucket=bucket, prefix=prefix, status__in=Scan.ACTIVE
+    ).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            scan = Scan.objects.create(
+                bucket=bucket,
+                prefix=prefix,
+                region=region,
+                datastore=datastore,
+                max_files=datastore.max_files_per_job
+                if datastore
+                else DEFAULT_FILES_PER_JOB,
+                max_bytes=datastore.max_bytes_per_job
+                if datastore
+                else MAX_BYTES_PER_JOB,
+                started_by=actor if isinstance(actor, User) else None,
+            )
+            audit_record(
+                actor=actor,
+                action=AuditEvent.Action.SCAN_STARTED,
+                target=scan,
+                summary=f"Started a scan of {scan.uri}",
+            )
+            if enqueue:
+                # celery-types does not know DjangoTask, which Celery's Django fixup installs.
+                scan_prefix.delay_on_commit(scan.pk)  # type: ignore[attr-defined]
+    except IntegrityError:
+        return Scan.objects.get(
+            bucket=bucket, prefix=prefix, status__in=Scan.ACTIVE
+        ), False
+    return scan, True
+
+
+def scan_cancel(*, scan: Scan, actor: Actor) -> bool:
+    """Ask a running scan to stop; it stops between reads. Returns False if it had already ended."""
+    updated = Scan.objects.filter(pk=scan.pk, status__in=Scan.ACTIVE).update(
+        cancel_requested=True
+    )
+    # A queued scan that no worker picked up yet is cancelled on the spot.
+    Scan.objects.filter(pk=scan.pk, status=Scan.Status.QUEUED).update(
+        status=Scan.Status.CANCELLED, finished_at=timezone.now()
+    )
+    if updated:
+        audit_record(
+            actor=actor,
+            action=AuditEvent.Action.SCAN_CANCELLED,
+            target=scan,
+            summary=f"Cancelled the scan of {scan.uri}",
+        )
+    return bool(updated)
+
+
+def scans_recover_stalled() -> list[int]:
+    """Requeue running scans whose worker died (no heartbeat for SCAN_STALL_TIMEOUT_S); run by beat.
+
+    A worker killed mid-scan leaves its scan RUNNING, and the redelivered message cannot claim it
+    again; without this the prefix could never be scanned again. Objects already read are in the
+    cache, so the second attempt only reads the rest. After SCAN_MAX_ATTEMPTS the scan fails instead.
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.SCAN_STALL_TIMEOUT_S)
+    stalled = Scan.objects.filter(status=Scan.Status.RUNNING, heartbeat_at__lt=cutoff)
+    requeued: list[int] = []
+    for scan in stalled:
+        if scan.attempts >= settings.SCAN_MAX_ATTEMPTS:
+            Scan.objects.filter(
+                pk=scan.pk, status=Scan.Status.RUNNING, heartbeat_at__lt=cutoff
+            ).update(
+                status=Scan.Status.FAILED,
+                error=f"The scan stopped {scan.attempts} times without finishing (its worker was lost); start it again.",
+                finished_at=timezone.now(),
+            )
+            continue
+        with transaction.atomic():
+            # Conditional, so that a scan that just came back to life is left alone.
+            if Scan.objects.filter(
+                pk=scan.pk, status=Scan.Status.RUNNING, heartbeat_at__lt=cutoff
+            ).update(status=Scan.Status.QUEUED):
+                scan_prefix.delay_on_commit(scan.pk)  # type: ignore[attr-defined]
+                requeued.append(scan.pk)
+    if requeued:
+        logger.warning("Requeued stalled scans %s", requeued)
+    return requeued

@@ -1,0 +1,1 @@
+"""Views, one module per capability; `common` holds what they share."""
