@@ -15,6 +15,7 @@ DATASTORE_ID_RE = re.compile(r"[0-9a-z]{32}")
 ROLE_ARN_RE = re.compile(r"arn:aws(-[^:]+)?:iam::[0-9]{12}:role/.+")
 S3_URI_RE = re.compile(r"s3://[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9](/.*)?")
 ACCOUNT_ID_RE = re.compile(r"[0-9]{12}")
+JOB_NAME_RE = re.compile(r"[A-Za-z0-9._/#-]{1,64}")
 
 # Regions where HealthImaging is offered (AWS general reference, gr/healthimaging).
 HEALTHIMAGING_REGIONS = (
@@ -87,6 +88,16 @@ def validate_output_s3_uri(value: str) -> None:
             "The output S3 URI must end with “/”: HealthImaging writes each job's results into a "
             "folder directly under it (for example s3://bucket/results/).",
             code="output_s3_uri_without_slash",
+        )
+
+
+def validate_job_name(value: str) -> None:
+    if not JOB_NAME_RE.fullmatch(value):
+        raise ValidationError(
+            "A job name is 1-64 characters, each a letter, a digit or one of . _ / # - (no spaces); "
+            "this one is %(length)d characters long.",
+            code="invalid_job_name",
+            params={"length": len(value)},
         )
 
 
