@@ -3,6 +3,11 @@
 pydicom's `Dataset.from_json` accepts keyword keys, unknown VRs, Value together with InlineBinary, plain-string PN
 values and invalid UIDs; HealthImaging is stricter and fails the whole file. This validator rejects all of them, and
 every message names what is wrong and what is allowed, because an administrator has to fix the file by hand.
+
+Messages never quote an attribute's value, because metadata files carry patient data and the messages are stored,
+shown and logged. They name the element (keyword and (gggg,eeee)), the VR, lengths and counts instead. The one
+exception is a UID in an element whose dictionary VR is UI outside the patient group: UIDs are not treated as PHI, and
+seeing the offending component is what makes "leading zero" fixable.
 """
 
 from __future__ import annotations
@@ -29,6 +34,20 @@ from pydicom.valuerep import VR
 from imports.dicom import uid_problem
 
 DEFAULT_MAX_BYTES = 1024 * 1024
+# Arrays and objects nested deeper than this are refused before they are checked. A nested sequence costs 3 levels
+# (attribute object, Value array, item object), so this allows 33 levels of sequences; real files use a handful.
+MAX_DEPTH = 100
+_TOO_DEEP = (
+    f"nested too deeply: arrays and objects may nest at most {MAX_DEPTH} levels "
+    "(each nested sequence takes 3)"
+)
+_PATIENT_GROUP = 0x0010
+_FILE_META_GROUP = 0x0002
+_PIXEL_DATA_TAGS = {
+    0x7FE00008: "float pixel data",
+    0x7FE00009: "double float pixel data",
+    0x7FE00010: "pixel data",
+}
 
 # The VRs of PS3.5 Table 6.2-1, from pydicom (its enum also lists dictionary pairs such as "US or SS").
 VRS = frozenset(vr.value for vr in VR if " or " not in vr.value)
@@ -94,9 +113,18 @@ class JsonIssue:
 
 @dataclass(frozen=True)
 class DicomJsonCheck:
+    """The verdict on one file.
+
+    `document` is the parsed top-level object whenever the text parsed to an object, valid or not, so callers can
+    keep it instead of reading the file again. It is None for anything else (an array, a scalar, text that is not
+    JSON, a file over the size limit) and for an object nested deeper than MAX_DEPTH, which callers should not have
+    to walk.
+    """
+
     errors: list[JsonIssue] = field(default_factory=list)
     study_uids: list[str] = field(default_factory=list)
     series_uids: list[str] = field(default_factory=list)
+    document: dict[str, Any] | None = None
 
     @property
     def is_valid(self) -> bool:
@@ -144,10 +172,33 @@ def _type_name(value: Any) -> str:
     return "an object"
 
 
+def _string_kind(value: str) -> str:
+    return f"a string of {len(value)} character{'s' if len(value) != 1 else ''}"
+
+
 def _tag_label(tag: int) -> str:
     keyword = keyword_for_tag(tag)
     pair = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
     return f"{keyword} {pair}" if keyword else pair
+
+
+def _may_quote_uid(tag: int, vr: str) -> bool:
+    """Whether a UI value may be quoted: a real UID element (dictionary VR UI), not a patient or private one."""
+    return vr == "UI" and tag >> 16 != _PATIENT_GROUP and _dictionary_vr(tag) == "UI"
+
+
+def _too_deep(top: Any) -> bool:
+    # Iterative on purpose: the point is to stay clear of the recursion limit.
+    stack: list[tuple[Any, int]] = [(top, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend(
+            (child, depth + 1) for child in children if isinstance(child, (dict, list))
+        )
+    return False
 
 
 def validate_dicom_json(
@@ -189,10 +240,23 @@ def validate_dicom_json(
             return DicomJsonCheck(errors=errors)
     else:
         text = data
+    if text.strip(" \t\n\r") == "":
+        errors.append(
+            JsonIssue(
+                "",
+                ("file is empty" if text == "" else "file holds only whitespace")
+                + "; a metadata file holds one DICOM JSON object",
+            )
+        )
+        return DicomJsonCheck(errors=errors)
     try:
         top = json.loads(
             text, object_pairs_hook=_object_hook, parse_constant=_reject_constant
         )
+    except RecursionError:
+        # json's C scanner gives up near the interpreter's recursion limit (about 1,000 levels).
+        errors.append(JsonIssue("", _TOO_DEEP))
+        return DicomJsonCheck(errors=errors)
     except json.JSONDecodeError as exc:
         errors.append(
             JsonIssue(
@@ -217,17 +281,23 @@ def _check_top(top: Any, errors: list[JsonIssue]) -> DicomJsonCheck:
             JsonIssue("", f"expected one DICOM JSON object, got {_type_name(top)}")
         )
         return DicomJsonCheck(errors=errors)
+    if _too_deep(top):
+        errors.append(JsonIssue("", _TOO_DEEP))
+        return DicomJsonCheck(errors=errors)
     _check_dataset(top, "", errors)
     studies = _uid_values(top.get("0020000D"))
     series = _uid_values(top.get("0020000E"))
     for uid in sorted(set(studies) & set(series)):
+        shown = f"UID {uid}" if uid_problem(uid) is None else "the same value"
         errors.append(
             JsonIssue(
                 "0020000E",
-                f"UID {uid} names both the study and the series; they must differ",
+                f"{shown} names both the study and the series; they must differ",
             )
         )
-    return DicomJsonCheck(errors=errors, study_uids=studies, series_uids=series)
+    return DicomJsonCheck(
+        errors=errors, study_uids=studies, series_uids=series, document=top
+    )
 
 
 def _uid_values(attr: Any) -> list[str]:
@@ -278,7 +348,26 @@ def _check_key(key: str, path: str, errors: list[JsonIssue]) -> int | None:
         errors.append(
             JsonIssue(
                 path,
+                f"{_tag_label(tag)} is a group length; "
                 "group length elements (gggg0000) must not be included in DICOM JSON",
+            )
+        )
+        return None
+    if tag >> 16 == _FILE_META_GROUP:
+        errors.append(
+            JsonIssue(
+                path,
+                f"{_tag_label(tag)} is file meta information (group 0002), which belongs to the "
+                "P10 file header; DICOM JSON metadata must not include group 0002",
+            )
+        )
+        return None
+    if tag in _PIXEL_DATA_TAGS:
+        errors.append(
+            JsonIssue(
+                path,
+                f"{_tag_label(tag)} is {_PIXEL_DATA_TAGS[tag]}; a metadata file carries attributes only, "
+                "the pixel data comes from the DICOM P10 files",
             )
         )
         return None
@@ -310,10 +399,21 @@ def _check_attribute(
         errors.append(JsonIssue(path, "'vr' is required"))
         return
     if not isinstance(vr, str) or vr not in VRS:
+        # A VR is two letters; anything longer is not worth echoing and might be data typed into the wrong place.
+        shown = (
+            json.dumps(vr)
+            if isinstance(vr, str)
+            and len(vr) <= 2
+            and vr.isascii()
+            and vr.isprintable()
+            else _string_kind(vr)
+            if isinstance(vr, str)
+            else _type_name(vr)
+        )
         errors.append(
             JsonIssue(
                 f"{path}.vr",
-                f"{json.dumps(vr)} is not a DICOM VR; use one of {', '.join(sorted(VRS))}",
+                f"{shown} is not a DICOM VR; use one of {', '.join(sorted(VRS))}",
             )
         )
         return
@@ -408,11 +508,12 @@ def _check_values(
     *,
     check_vm: bool,
 ) -> None:
+    label = _tag_label(tag)
     if not isinstance(values, list):
         errors.append(
             JsonIssue(
                 path,
-                f"Value must be an array, even for a single value; got {_type_name(values)}",
+                f"{label}: Value must be an array, even for a single value; got {_type_name(values)}",
             )
         )
         return
@@ -420,17 +521,20 @@ def _check_values(
         errors.append(
             JsonIssue(
                 path,
-                f"{vr} data cannot be given as Value; put it in InlineBinary as base64",
+                f"{label}: {vr} data cannot be given as Value; put it in InlineBinary as base64",
             )
         )
         return
     if check_vm and vr != "SQ" and (problem := _vm_problem(tag, len(values))):
         errors.append(JsonIssue(path, problem))
     for i, value in enumerate(values):
-        _check_value(vr, value, f"{path}[{i}]", errors)
+        _check_value(tag, vr, value, f"{path}[{i}]", errors)
 
 
-def _check_value(vr: str, value: Any, path: str, errors: list[JsonIssue]) -> None:
+def _check_value(
+    tag: int, vr: str, value: Any, path: str, errors: list[JsonIssue]
+) -> None:
+    label = _tag_label(tag)
     if vr == "SQ":
         if isinstance(value, dict):
             _check_dataset(value, path + ".", errors)
@@ -438,50 +542,47 @@ def _check_value(vr: str, value: Any, path: str, errors: list[JsonIssue]) -> Non
             errors.append(
                 JsonIssue(
                     path,
-                    f"sequence items must be objects ({{}} for an empty item); got {_type_name(value)}",
+                    f"{label}: sequence items must be objects ({{}} for an empty item); got {_type_name(value)}",
                 )
             )
         return
     if value is None:
         return  # PS3.18 F.2.5: an empty value inside an array
     if vr == "PN":
-        _check_pn(value, path, errors)
-    elif vr in ("DS", "IS", "SV", "UV"):
-        _check_number_string(vr, value, path, errors)
+        _check_pn(label, value, path, errors)
+        return
+    if vr in ("DS", "IS", "SV", "UV"):
+        problem = _number_string_problem(vr, value)
     elif vr in ("US", "SS", "UL", "SL"):
-        _check_int(vr, value, path, errors)
+        problem = _int_problem(vr, value)
     elif vr in ("FL", "FD"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            errors.append(
-                JsonIssue(
-                    path, f"{vr} values must be JSON numbers; got {_type_name(value)}"
-                )
-            )
-    elif vr == "AT":
-        if not isinstance(value, str) or not _TAG_RE.fullmatch(value):
-            errors.append(
-                JsonIssue(
-                    path,
-                    f"AT values are tags written as 8 uppercase hex digits; got {json.dumps(value)}",
-                )
-            )
-    elif not isinstance(value, str):
-        errors.append(
-            JsonIssue(path, f"{vr} values must be strings; got {_type_name(value)}")
+        problem = (
+            f"{vr} values must be JSON numbers; got {_type_name(value)}"
+            if isinstance(value, bool) or not isinstance(value, (int, float))
+            else None
         )
+    elif vr == "AT":
+        problem = (
+            None
+            if isinstance(value, str) and _TAG_RE.fullmatch(value)
+            else "AT values are tags written as 8 uppercase hex digits, such as '00100010'; "
+            f"got {_string_kind(value) if isinstance(value, str) else _type_name(value)}"
+        )
+    elif not isinstance(value, str):
+        problem = f"{vr} values must be strings; got {_type_name(value)}"
     else:
-        problem = _string_problem(vr, value)
-        if problem:
-            errors.append(JsonIssue(path, problem))
+        problem = _string_problem(vr, value, quote_uid=_may_quote_uid(tag, vr))
+    if problem:
+        errors.append(JsonIssue(path, f"{label}: {problem}"))
 
 
-def _check_pn(value: Any, path: str, errors: list[JsonIssue]) -> None:
+def _check_pn(label: str, value: Any, path: str, errors: list[JsonIssue]) -> None:
     if not isinstance(value, dict):
-        shown = json.dumps(value) if isinstance(value, str) else _type_name(value)
         errors.append(
             JsonIssue(
                 path,
-                f'PN values are objects such as {{"Alphabetic": "Doe^John"}}; got {shown}',
+                f"{label} must be an object with Alphabetic, Ideographic or Phonetic "
+                f'(PN values are objects such as {{"Alphabetic": "Doe^John"}}); got {_type_name(value)}',
             )
         )
         return
@@ -490,86 +591,52 @@ def _check_pn(value: Any, path: str, errors: list[JsonIssue]) -> None:
             errors.append(
                 JsonIssue(
                     f"{path}.{group}",
-                    f"unknown PN component group; allowed: {', '.join(_PN_GROUPS)}",
+                    f"{label}: unknown PN component group; allowed: {', '.join(_PN_GROUPS)}",
                 )
             )
         elif not isinstance(text, str):
             errors.append(
                 JsonIssue(
                     f"{path}.{group}",
-                    f"PN component groups are strings; got {_type_name(text)}",
+                    f"{label}: PN component groups are strings; got {_type_name(text)}",
                 )
             )
         else:
-            problem = _string_problem("PN", text)
+            problem = _string_problem("PN", text, quote_uid=False)
             if problem is None and text.count("^") > 4:
                 problem = "a person name has at most 5 components separated by '^'"
             if problem:
-                errors.append(JsonIssue(f"{path}.{group}", problem))
+                errors.append(JsonIssue(f"{path}.{group}", f"{label}: {problem}"))
 
 
-def _check_int(vr: str, value: Any, path: str, errors: list[JsonIssue]) -> None:
+def _int_problem(vr: str, value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int):
-        errors.append(
-            JsonIssue(
-                path, f"{vr} values must be whole JSON numbers; got {_type_name(value)}"
-            )
-        )
-        return
+        return f"{vr} values must be whole JSON numbers; got {_type_name(value)}"
     low, high = _INT_RANGES[vr]
     if not low <= value <= high:
-        errors.append(
-            JsonIssue(path, f"{value} is out of range for {vr} ({low} to {high})")
-        )
+        return f"value is out of range for {vr} ({low} to {high})"
+    return None
 
 
-def _check_number_string(
-    vr: str, value: Any, path: str, errors: list[JsonIssue]
-) -> None:
+def _number_string_problem(vr: str, value: Any) -> str | None:
     """DS, IS, SV and UV may be JSON numbers or strings (PS3.18 F.2.3)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        errors.append(
-            JsonIssue(
-                path,
-                f"{vr} values must be numbers or numeric strings; got {_type_name(value)}",
-            )
+        return (
+            f"{vr} values must be numbers or numeric strings; got {_type_name(value)}"
         )
-        return
     if isinstance(value, str):
         text = value.strip(" ")
         if text == "":
-            errors.append(
-                JsonIssue(
-                    path,
-                    f"an empty string is not a valid {vr}; use null for an empty value",
-                )
-            )
-            return
+            return f"an empty string is not a valid {vr}; use null for an empty value"
         limit = MAX_LENGTH.get(vr)
         if limit is not None and len(value) > limit:
-            errors.append(
-                JsonIssue(
-                    path,
-                    f"{vr} is at most {limit} characters; '{value}' has {len(value)}",
-                )
-            )
-            return
+            return f"{vr} is at most {limit} characters; this value has {len(value)}"
         if vr == "DS":
             if not _DS_RE.fullmatch(text):
-                errors.append(
-                    JsonIssue(
-                        path,
-                        f"'{value}' is not a decimal number (DS allows digits, sign, '.', exponent)",
-                    )
-                )
-            return
+                return "value is not a decimal number (DS allows digits, sign, '.', exponent)"
+            return None
         if not _IS_RE.fullmatch(text):
-            errors.append(
-                JsonIssue(
-                    path, f"'{value}' is not an integer ({vr} allows digits and a sign)"
-                )
-            )
-            return
+            return f"value is not an integer ({vr} allows digits and a sign)"
         number: int | float = int(text)
     else:
         number = value
@@ -577,38 +644,32 @@ def _check_number_string(
         if not math.isfinite(
             number
         ):  # pragma: no cover - json never yields it: constants are rejected
-            errors.append(JsonIssue(path, "DS must be a finite number"))
-        return
+            return "DS must be a finite number"
+        return None
     if isinstance(number, float):
         if not number.is_integer():
-            errors.append(
-                JsonIssue(
-                    path, f"{number} is not a whole number; {vr} holds integers only"
-                )
-            )
-            return
+            return f"value is not a whole number; {vr} holds integers only"
         number = int(number)
     low, high = _INT_RANGES[vr]
     if not low <= number <= high:
-        errors.append(
-            JsonIssue(path, f"{number} is out of range for {vr} ({low} to {high})")
-        )
+        return f"value is out of range for {vr} ({low} to {high})"
+    return None
 
 
-def _string_problem(vr: str, value: str) -> str | None:
+def _string_problem(vr: str, value: str, *, quote_uid: bool) -> str | None:
     # Format problems first: "DA is YYYYMMDD" helps more than "DA is at most 8 characters".
     if vr == "UI":
-        return uid_problem(value)
+        return uid_problem(value) if quote_uid else _unquoted_uid_problem(value)
     if vr == "DA" and (problem := _date_problem(value)):
         return problem
     if vr == "TM" and value and not _TM_RE.fullmatch(value.rstrip(" ")):
-        return f"'{value}' is not a valid time; TM is HH, HHMM, HHMMSS or HHMMSS.FFFFFF"
+        return "value is not a valid time; TM is HH, HHMM, HHMMSS or HHMMSS.FFFFFF"
     if vr == "DT" and value and not _DT_RE.fullmatch(value.rstrip(" ")):
-        return f"'{value}' is not a valid date-time; DT is YYYYMMDDHHMMSS.FFFFFF with an optional +HHMM offset"
+        return "value is not a valid date-time; DT is YYYYMMDDHHMMSS.FFFFFF with an optional +HHMM offset"
     if vr == "AS" and not _AS_RE.fullmatch(value):
-        return f"'{value}' is not a valid age; AS is three digits then D, W, M or Y, such as '045Y'"
+        return "value is not a valid age; AS is three digits then D, W, M or Y, such as '045Y'"
     if vr == "CS" and not _CS_RE.fullmatch(value):
-        return f"'{value}' is not a valid CS; CS allows uppercase letters, digits, space and underscore"
+        return "value is not a valid CS; CS allows uppercase letters, digits, space and underscore"
     limit = MAX_LENGTH.get(vr)
     if limit is not None and len(value) > limit:
         what = f"{vr} is at most {limit} characters" + (
@@ -625,15 +686,27 @@ def _string_problem(vr: str, value: str) -> str | None:
     return None
 
 
+def _unquoted_uid_problem(uid: str) -> str | None:
+    """uid_problem's verdict without any part of the value: for UI-declared values that may hold patient data."""
+    problem = uid_problem(uid)
+    if problem is None:
+        return None
+    if problem.startswith("UID contains"):
+        return "UID contains characters other than digits 0-9 and '.'"
+    if problem.startswith("UID component"):
+        return "a UID component has a leading zero; only the component '0' may start with 0"
+    return problem  # the remaining messages name lengths and dots only
+
+
 def _date_problem(value: str) -> str | None:
     if value == "":
         return None
     if not re.fullmatch(r"\d{8}", value):
-        return f"'{value}' is not a DICOM date; DA is YYYYMMDD, such as '20240131'"
+        return "value is not a DICOM date; DA is YYYYMMDD, such as '20240131'"
     try:
         datetime.date(int(value[:4]), int(value[4:6]), int(value[6:]))
     except ValueError:
-        return f"'{value}' is not a calendar date (DA is YYYYMMDD)"
+        return "value is not a calendar date (DA is YYYYMMDD)"
     return None
 
 
@@ -641,7 +714,7 @@ def dataset_from_dicom_json(obj: Mapping[str, Any] | str | bytes) -> Dataset:
     """Build a pydicom Dataset from DICOM JSON that passes validate_dicom_json; raise ValueError otherwise."""
     if isinstance(obj, (str, bytes)):
         check = validate_dicom_json(obj, max_bytes=1 << 62)
-        parsed: Any = json.loads(obj)
+        parsed: Any = check.document
     else:
         check = _check_top(obj, [])
         parsed = obj

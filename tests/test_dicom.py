@@ -651,9 +651,9 @@ FAILING = [
     ),
     ("00091010", attr("OB", 1, 2), "00091010.Value", "put it in InlineBinary"),
     (
-        "7FE00010",
-        {"vr": "OW", "BulkDataURI": "https://example.invalid/x"},
-        "7FE00010.BulkDataURI",
+        "00420011",
+        {"vr": "OB", "BulkDataURI": "https://example.invalid/x"},
+        "00420011.BulkDataURI",
         "BulkDataURI is not supported: the import cannot fetch",
     ),
     (
@@ -698,7 +698,6 @@ PASSING = [
     ("00081115", attr("SQ", {}, {"0020000E": attr("UI", "1.2.3")})),
     ("00100010", attr("PN", {"Alphabetic": "Doe^Jane^^Dr^PhD"})),
     ("00100021", attr("LO", None)),
-    ("7FE00010", {"vr": "OW"}),
     ("00280009", attr("AT", "00100010", "00200013")),
 ]
 
