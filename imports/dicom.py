@@ -829,3 +829,48 @@ __all__ = [
     "sniff_kind",
     "uid_problem",
 ]
+
+
+class HeaderUnavailable(Exception):
+    """The header of an object cannot be shown (not DICOM, unreadable, or too large to read whole)."""
+
+
+def read_header_dataset(
+    fetch: Fetch, *, size: int, header_length: int | None, max_bytes: int = 16 * MiB
+) -> Dataset:
+    """Every attribute before the pixel data, as a pydicom Dataset, from ranged reads; never the pixel data.
+
+    With `header_length` (the offset of the pixel data, learnt by the scan) one GET of exactly the header
+    holds every element whole, so nothing can come back truncated. Without it the offset is found first with
+    `read_header(..., to_pixel_data=True)`; a deflated object (whose offsets lie inside the inflated stream)
+    is read whole, up to `max_bytes`.
+    """
+    from io import BytesIO
+
+    from pydicom import dcmread
+
+    if header_length is None:
+        probe = read_header(fetch, size=size, to_pixel_data=True)
+        if probe.status != "ok":
+            raise HeaderUnavailable(probe.error or "the header could not be read")
+        header_length = probe.header_length
+        if header_length is None:
+            if size > max_bytes:
+                raise HeaderUnavailable(
+                    f"a deflated object of {size:,} bytes is read whole for its header; "
+                    f"the limit is {max_bytes:,} bytes"
+                )
+            header_length = size
+    if header_length > max_bytes:
+        raise HeaderUnavailable(
+            f"the header is {header_length:,} bytes; headers up to {max_bytes:,} bytes are shown"
+        )
+    data = fetch(0, header_length - 1)
+    try:
+        return dcmread(BytesIO(data), stop_before_pixels=True, force=True)
+    except (
+        Exception
+    ) as exc:  # pydicom raises many types on bad bytes; all mean the same here
+        raise HeaderUnavailable(
+            f"the header could not be parsed: {type(exc).__name__}"
+        ) from exc

@@ -7,7 +7,13 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from imports.models import AuditEvent, Datastore, Scan
-from imports.validators import split_s3_uri, validate_s3_uri
+from imports.validators import (
+    S3_URI_MAX_LENGTH,
+    split_s3_uri,
+    validate_job_name,
+    validate_output_s3_uri,
+    validate_s3_uri,
+)
 
 
 class BrowseForm(forms.Form):
@@ -96,3 +102,141 @@ class AuditFilterForm(forms.Form):
         if data["q"]:
             events = events.filter(summary__icontains=data["q"])
         return events
+
+
+# --- Drafts ---------------------------------------------------------------------------------
+
+
+class DraftStartForm(forms.Form):
+    """A new import: the datastore, and its input and output URIs unless changed, and a job name."""
+
+    datastore = forms.ModelChoiceField(
+        queryset=Datastore.objects.filter(enabled=True), empty_label=None
+    )
+    input_s3_uri = forms.CharField(
+        label="Input S3 URI",
+        required=False,
+        max_length=S3_URI_MAX_LENGTH,
+        help_text="Default: the datastore's input URI. HealthImaging imports every object under it.",
+        widget=forms.TextInput(attrs={"spellcheck": "false"}),
+    )
+    output_s3_uri = forms.CharField(
+        label="Output S3 URI",
+        required=False,
+        max_length=S3_URI_MAX_LENGTH,
+        help_text="Default: the datastore's output URI; must end with “/”.",
+        widget=forms.TextInput(attrs={"spellcheck": "false"}),
+    )
+    job_name = forms.CharField(
+        required=False,
+        max_length=200,
+        help_text="Optional: 1-64 letters, digits and . _ / # - (HealthImaging names the job otherwise).",
+        widget=forms.TextInput(attrs={"spellcheck": "false"}),
+    )
+
+    def clean_input_s3_uri(self) -> str:
+        uri: str = self.cleaned_data["input_s3_uri"].strip()
+        if uri:
+            validate_s3_uri(uri)
+        return uri
+
+    def clean_output_s3_uri(self) -> str:
+        uri: str = self.cleaned_data["output_s3_uri"].strip()
+        if uri:
+            validate_output_s3_uri(uri)
+        return uri
+
+    def clean_job_name(self) -> str:
+        name: str = self.cleaned_data["job_name"].strip()
+        if name:
+            validate_job_name(name)
+        return name
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        datastore: Datastore | None = data.get("datastore")
+        if datastore is None:
+            return data
+        if "input_s3_uri" in data:
+            uri = data["input_s3_uri"] or datastore.input_s3_uri
+            # metadataFilePath is relative to the input URI: a folder, so that "a/x.json" cannot mean "incominga/x.json".
+            data["input_s3_uri"] = uri if uri.endswith("/") else uri + "/"
+        if "output_s3_uri" in data:
+            data["output_s3_uri"] = data["output_s3_uri"] or datastore.output_s3_uri
+        return data
+
+
+class DraftVersionForm(forms.Form):
+    """Every change to a draft carries the version the user saw (see drafts._editing)."""
+
+    version = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+
+
+class DraftSettingsForm(DraftVersionForm):
+    job_name = forms.CharField(
+        required=False,
+        max_length=200,
+        help_text="1-64 letters, digits and . _ / # -; empty lets HealthImaging name the job.",
+    )
+    output_s3_uri = forms.CharField(label="Output S3 URI", max_length=S3_URI_MAX_LENGTH)
+
+    def clean_job_name(self) -> str:
+        name: str = self.cleaned_data["job_name"].strip()
+        if name:
+            validate_job_name(name)
+        return name
+
+    def clean_output_s3_uri(self) -> str:
+        uri: str = self.cleaned_data["output_s3_uri"].strip()
+        validate_output_s3_uri(uri)
+        return uri
+
+
+class DraftAssignForm(DraftVersionForm):
+    path = forms.CharField(
+        label="Metadata file",
+        max_length=1024,
+        strip=False,
+        error_messages={"required": "Choose a JSON metadata file to map."},
+    )
+    target = forms.MultipleChoiceField(
+        required=False,
+        error_messages={"invalid_choice": "A chosen study or series is unknown."},
+    )
+
+    def __init__(self, *args: Any, targets: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        target = self.fields["target"]
+        assert isinstance(target, forms.MultipleChoiceField)
+        target.choices = [(t, t) for t in targets]
+
+    def clean_target(self) -> list[tuple[str, str]]:
+        values = self.cleaned_data["target"]
+        if not values:
+            raise ValidationError(
+                "Tick the studies or series the file is for (study level: the study's box)."
+            )
+        pairs = []
+        for value in values:
+            study, _, series = value.partition("|")
+            pairs.append((study, series))
+        return pairs
+
+
+class DraftUnmapForm(DraftVersionForm):
+    mapping = forms.IntegerField(min_value=1)
+
+
+class DraftCsvForm(DraftVersionForm):
+    csv_file = forms.FileField(
+        label="Mappings CSV",
+        help_text="Header row studyInstanceUID,seriesInstanceUID,metadataFilePath; an empty series means study level.",
+    )
+
+
+class DraftConfirmForm(DraftVersionForm):
+    content_hash = forms.CharField(max_length=64, widget=forms.HiddenInput)
+    idempotency_key = forms.UUIDField(widget=forms.HiddenInput)
+    acknowledge_warnings = forms.BooleanField(
+        required=False, label="I have read the warnings and want to import anyway."
+    )

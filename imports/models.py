@@ -119,6 +119,10 @@ class AuditEvent(models.Model):
         SIGNED_IN = "user.signed_in", "Signed in"
         SIGNED_OUT = "user.signed_out", "Signed out"
         SIGN_IN_FAILED = "user.sign_in_failed", "Sign-in failed"
+        DRAFT_CREATED = "draft.created", "Import draft created"
+        DRAFT_CHANGED = "draft.changed", "Import draft changed"
+        DRAFT_DELETED = "draft.deleted", "Import draft deleted"
+        DRAFT_CONFIRMED = "draft.confirmed", "Import draft confirmed"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # The username is copied so the trail survives the deletion of the account.

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from imports.views import audit, browse, dashboard, scans
+from imports.views import audit, browse, dashboard, drafts, scans
 
 app_name = "imports"
 
@@ -17,6 +17,31 @@ urlpatterns = [
     path("scans/<int:pk>/cancel/", scans.scan_cancel, name="scan_cancel"),
     path("scans/<int:pk>/reveal/", scans.scan_reveal, name="scan_reveal"),
     path("scans/<int:pk>/objects.csv", scans.scan_export, name="scan_export"),
+    path("scans/<int:pk>/new-import/", drafts.draft_from_scan, name="draft_from_scan"),
+    # /drafts/
+    path("drafts/", drafts.draft_list, name="draft_list"),
+    path("drafts/new/", drafts.draft_new, name="draft_new"),
+    path("drafts/<int:pk>/", drafts.draft_detail, name="draft_detail"),
+    path("drafts/<int:pk>/progress/", drafts.draft_progress, name="draft_progress"),
+    path("drafts/<int:pk>/assign/", drafts.draft_assign, name="draft_assign"),
+    path("drafts/<int:pk>/unmap/", drafts.draft_unmap, name="draft_unmap"),
+    path(
+        "drafts/<int:pk>/accept/",
+        drafts.draft_accept_suggestions,
+        name="draft_accept_suggestions",
+    ),
+    path("drafts/<int:pk>/csv/", drafts.draft_upload_csv, name="draft_upload_csv"),
+    path("drafts/<int:pk>/mappings.csv", drafts.draft_export, name="draft_export"),
+    path("drafts/<int:pk>/settings/", drafts.draft_settings, name="draft_settings"),
+    path(
+        "drafts/<int:pk>/refresh/",
+        drafts.draft_refresh_index,
+        name="draft_refresh_index",
+    ),
+    path("drafts/<int:pk>/delete/", drafts.draft_delete, name="draft_delete"),
+    path("drafts/<int:pk>/preview/", drafts.draft_preview, name="draft_preview"),
+    path("drafts/<int:pk>/reveal/", drafts.draft_reveal, name="draft_reveal"),
+    path("drafts/<int:pk>/confirm/", drafts.draft_confirm, name="draft_confirm"),
     # /audit/
     path("audit/", audit.audit_list, name="audit_list"),
     path("audit/export.csv", audit.audit_export, name="audit_export"),

@@ -217,6 +217,7 @@ def _read_json(
     )
     header.json_study_uids = sorted(check.study_uids)
     header.json_series_uids = sorted(check.series_uids)
+    header.json_document = check.document
     header.json_errors = [
         {"path": issue.path, "message": issue.message} for issue in check.errors[:50]
     ]

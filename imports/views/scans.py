@@ -92,6 +92,7 @@ def scan_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "revealed": revealed,
         "can_reveal": request.user.has_perm("imports.reveal_phi"),
         "can_scan": request.user.has_perm("imports.browse_datastore"),
+        "can_import": request.user.has_perm("imports.import_to_datastore"),
         "flagged_count": sum(
             1
             for study in studies
