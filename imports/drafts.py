@@ -7,32 +7,27 @@ other, and records what it changed in the audit trail.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count
 
 from imports import aws
 from imports.audit import Actor, audit_record
+from imports.mappingcsv import CsvRefused, mappings_read_csv
 from imports.mappings import (
     MAX_MAPPINGS,
     Mapping,
-    MetadataFile,
     PrefixIndex,
     Problem,
     mappings_validate,
     metadata_path_problem,
     problems_sorted,
-    uid_field_problem,
 )
 from imports.models import (
     AuditEvent,
@@ -42,14 +37,10 @@ from imports.models import (
     ObjectHeader,
     Scan,
     ScanSeries,
-    ScanStudy,
 )
-from imports.scanning import control
+from imports.scanning.lookup import index_for_prefix, prefix_index, scan_is_current
+from imports.suggestions import draft_suggestions
 from imports.validators import split_s3_uri
-
-CSV_COLUMNS = ["studyInstanceUID", "seriesInstanceUID", "metadataFilePath"]
-# A CSV of 1,000 mappings is about 150 KB; anything far larger is not a mapping file.
-CSV_MAX_BYTES = 2 * 1024 * 1024
 
 
 class DraftConflict(Exception):
@@ -107,109 +98,6 @@ def draft_start(
             details={"scan": scan.pk, "output_s3_uri": output_s3_uri},
         )
     return draft
-
-
-def index_for_prefix(
-    *, actor: Actor, datastore: Datastore, bucket: str, prefix: str
-) -> Scan:
-    """The scan to compose against: a running one, the latest completed one if still current, or a new one."""
-    running = Scan.objects.filter(
-        bucket=bucket, prefix=prefix, status__in=Scan.ACTIVE
-    ).first()
-    if running is not None:
-        return running
-    latest = (
-        Scan.objects.filter(bucket=bucket, prefix=prefix, status=Scan.Status.COMPLETED)
-        .order_by("-finished_at", "-id")
-        .first()
-    )
-    if latest is not None and scan_is_current(scan=latest):
-        return latest
-    scan, _ = control.scan_start(
-        actor=actor,
-        bucket=bucket,
-        prefix=prefix,
-        region=datastore.region,
-        datastore=datastore,
-    )
-    return scan
-
-
-def scan_is_current(*, scan: Scan) -> bool:
-    """Whether a listing of the prefix shows exactly the object versions the scan found (LISTs only)."""
-    listed: set[tuple[str, str]] = set()
-    token: str | None = None
-    while True:
-        page = aws.s3_list_page(
-            region=scan.region,
-            bucket=scan.bucket,
-            prefix=scan.prefix,
-            delimiter=None,
-            token=token,
-        )
-        listed.update(
-            (obj.key, obj.etag)
-            for obj in page.objects
-            # Zero-byte "folder/" keys are console placeholders; the scan skips them too.
-            if not (obj.key.endswith("/") and obj.size == 0)
-        )
-        if page.next_token is None:
-            break
-        token = page.next_token
-    scanned = set(ObjectHeader.objects.of_scan(scan).values_list("key", "etag"))
-    return listed == scanned
-
-
-# --- The index, as validation sees it ------------------------------------------------------
-
-
-def prefix_index(*, scan: Scan) -> PrefixIndex:
-    """What a completed scan knows, in the shape the validation rules take. Three queries."""
-    studies: dict[str, set[str]] = {}
-    for study_uid in ScanStudy.objects.filter(scan=scan).values_list(
-        "study_instance_uid", flat=True
-    ):
-        studies[study_uid] = set()
-    for study_uid, series_uid in ScanSeries.objects.filter(
-        study__scan=scan
-    ).values_list("study__study_instance_uid", "series_instance_uid"):
-        studies.setdefault(study_uid, set()).add(series_uid)
-    json_files = {}
-    for header in (
-        ObjectHeader.objects.of_scan(scan)
-        .filter(kind=ObjectHeader.Kind.JSON)
-        .only("key", "etag", "size", "status", "json_errors", "json_document")
-    ):
-        path = header.key[len(scan.prefix) :]
-        json_files[path] = MetadataFile(
-            path=path,
-            etag=header.etag,
-            size=header.size,
-            valid=header.status == ObjectHeader.Status.JSON_VALID,
-            errors=tuple(_json_error_lines(header)),
-            document=header.json_document,
-        )
-    return PrefixIndex(
-        studies={uid: frozenset(series) for uid, series in studies.items()},
-        json_files=json_files,
-        file_count=scan.objects_listed,
-        total_bytes=scan.bytes_total,
-        folder_count=scan.folders,
-        max_files=scan.max_files,
-        max_bytes=scan.max_bytes,
-        max_folders=Scan.MAX_FOLDERS,
-        json_max_bytes=settings.SCAN_JSON_MAX_BYTES,
-    )
-
-
-def _json_error_lines(header: ObjectHeader) -> Iterator[str]:
-    if not header.json_errors:
-        if header.error:
-            yield header.error
-        return
-    for issue in header.json_errors:
-        path, message = issue.get("path", ""), issue.get("message", "")
-        yield f"{path}: {message}" if path else message
 
 
 # --- Validation -----------------------------------------------------------------------------
@@ -560,58 +448,6 @@ def draft_delete(*, draft: ImportDraft, actor: Actor) -> None:
         draft.delete()
 
 
-# --- Suggestions ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Suggestion:
-    study_instance_uid: str
-    series_instance_uid: str
-    path: str
-    etag: str
-
-
-def draft_suggestions(*, draft: ImportDraft) -> list[Suggestion]:
-    """Valid JSON files naming a study or series of the scan, for the targets not mapped yet.
-
-    A file that names a series of the scan is proposed for that series; one that names only a study, for the
-    study. The file's own UIDs are the evidence, so a file that names nothing is never proposed.
-    """
-    scan = draft.scan
-    if scan is None or scan.status != Scan.Status.COMPLETED:
-        return []
-    series_of: dict[str, str] = {}
-    studies: set[str] = set()
-    for study, series in ScanSeries.objects.filter(study__scan=scan).values_list(
-        "study__study_instance_uid", "series_instance_uid"
-    ):
-        series_of[series] = study
-        studies.add(study)
-    mapped = set(
-        draft.mappings.values_list("study_instance_uid", "series_instance_uid")
-    )
-    suggestions: dict[tuple[str, str], Suggestion] = {}
-    files = (
-        ObjectHeader.objects.of_scan(scan)
-        .filter(kind=ObjectHeader.Kind.JSON, status=ObjectHeader.Status.JSON_VALID)
-        .order_by("key")
-        .values_list("key", "etag", "json_study_uids", "json_series_uids")
-    )
-    for key, etag, study_uids, series_uids in files:
-        path = key[len(scan.prefix) :]
-        targets = [
-            (series_of[s], s)
-            for s in series_uids
-            if s in series_of and (not study_uids or series_of[s] in study_uids)
-        ]
-        if not series_uids:
-            targets = [(s, "") for s in study_uids if s in studies]
-        for target in targets:
-            if target not in mapped and target not in suggestions:
-                suggestions[target] = Suggestion(*target, path=path, etag=etag)
-    return list(suggestions.values())
-
-
 def draft_accept_suggestions(
     *, draft: ImportDraft, actor: Actor, version: int
 ) -> ImportDraft:
@@ -630,109 +466,14 @@ def draft_accept_suggestions(
     )
 
 
-# --- CSV ------------------------------------------------------------------------------------
-
-
-def mappings_read_csv(data: bytes) -> list[Mapping]:
-    """Parse a mappings CSV (header row `studyInstanceUID,seriesInstanceUID,metadataFilePath`).
-
-    Refuses the whole file, with every problem by row, when anything is wrong: a half-applied spreadsheet is
-    worse than none. A UTF-8 byte order mark (as spreadsheets write it) is accepted.
-    """
-    if len(data) > CSV_MAX_BYTES:
-        raise DraftRefused(
-            f"The CSV is {len(data):,} bytes; a mappings CSV of {MAX_MAPPINGS:,} rows is far smaller "
-            f"(at most {CSV_MAX_BYTES:,} bytes are read)."
-        )
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data[:1024]:
-        raise DraftRefused(
-            "The CSV is not UTF-8 text (it looks like UTF-16 or a binary file); "
-            "save it as “CSV UTF-8” and upload it again."
-        )
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise DraftRefused(
-            f"The CSV is not UTF-8 text (byte 0x{data[error.start]:02X} at offset {error.start:,}); "
-            "save it as “CSV UTF-8” and upload it again."
-        ) from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        rows = list(reader)
-    except csv.Error as error:
-        raise DraftRefused(f"The CSV cannot be read: {error}.") from None
-    rows = [row for row in rows if any(cell.strip() for cell in row)]
-    if not rows:
-        raise DraftRefused(
-            f"The CSV is empty; it needs the header row {','.join(CSV_COLUMNS)} and one row per mapping."
-        )
-    header = [cell.strip() for cell in rows[0]]
-    if header != CSV_COLUMNS:
-        raise DraftRefused(
-            f"The first row must be exactly {','.join(CSV_COLUMNS)} (the header row); "
-            f"it has {len(header)} column{'s' if len(header) != 1 else ''} "
-            + ("with other names." if len(header) == 3 else "instead.")
-        )
-    body = rows[1:]
-    if len(body) > MAX_MAPPINGS:
-        raise DraftRefused(
-            f"The CSV has {len(body):,} mappings; an import job takes at most {MAX_MAPPINGS:,}. "
-            "Split it into several imports."
-        )
-    problems: list[Problem] = []
-    mappings: list[Mapping] = []
-    first_row: dict[tuple[str, str], int] = {}
-    for number, row in enumerate(body, start=1):
-        if len(row) != 3:
-            problems.append(
-                Problem(
-                    "error",
-                    number,
-                    "",
-                    "csv_columns",
-                    f"Row {number} has {len(row)} columns; each row has exactly 3: {','.join(CSV_COLUMNS)}.",
-                )
-            )
-            continue
-        study, series, path = (cell.strip() for cell in row)
-        for field, value, required in (
-            ("studyInstanceUID", study, True),
-            ("seriesInstanceUID", series, False),
-        ):
-            if value or required:
-                problem = uid_field_problem(value)
-                if problem is not None:
-                    problems.append(Problem("error", number, field, *problem))
-        path_problem = metadata_path_problem(path)
-        if path_problem is not None:
-            problems.append(Problem("error", number, "metadataFilePath", *path_problem))
-        if (study, series) in first_row:
-            problems.append(
-                Problem(
-                    "error",
-                    number,
-                    "seriesInstanceUID" if series else "studyInstanceUID",
-                    "duplicate_mapping",
-                    f"Row {number} maps the same {'series' if series else 'study'} as row "
-                    f"{first_row[(study, series)]}; each study or series takes one file.",
-                )
-            )
-        first_row.setdefault((study, series), number)
-        mappings.append(Mapping(study, series, path))
-    if problems:
-        raise DraftRefused(
-            f"The CSV was not applied: {len(problems)} problem{'s' if len(problems) != 1 else ''} "
-            "(nothing was saved).",
-            problems,
-        )
-    return mappings
-
-
 def draft_import_csv(
     *, draft: ImportDraft, actor: Actor, version: int, data: bytes
 ) -> ImportDraft:
     """Add (or replace) the CSV's mappings. Files must be JSON files the scan found; nothing is saved otherwise."""
-    mappings = mappings_read_csv(data)
+    try:
+        mappings = mappings_read_csv(data)
+    except CsvRefused as refused:
+        raise DraftRefused(str(refused), refused.problems) from None
     if draft.scan is None or draft.scan.status != Scan.Status.COMPLETED:
         raise DraftRefused("Wait for the scan of the input prefix to complete first.")
     etags = {
@@ -771,125 +512,6 @@ def draft_csv_rows(*, draft: ImportDraft) -> Iterator[list[str]]:
 def drafts_listed() -> Any:
     return ImportDraft.objects.select_related("datastore", "owner").annotate(
         mapping_count=Count("mappings")
-    )
-
-
-# --- What the composer shows ----------------------------------------------------------------
-
-
-@dataclass
-class MappingState:
-    row: int
-    mapping: DraftMapping
-    problems: list[Problem]
-
-    @property
-    def state(self) -> str:
-        if any(p.severity == "error" for p in self.problems):
-            return "error"
-        return "warning" if self.problems else "valid"
-
-
-@dataclass(frozen=True)
-class TreeSeries:
-    series: ScanSeries
-    target: str  # "study|series", the value of its checkbox
-    mapped: MappingState | None
-
-
-@dataclass(frozen=True)
-class TreeStudy:
-    study: ScanStudy
-    target: str  # "study|"
-    mapped: MappingState | None
-    series: list[TreeSeries]
-
-
-@dataclass
-class Composer:
-    draft: ImportDraft
-    studies: list[TreeStudy]
-    rows: list[MappingState]
-    by_target: dict[tuple[str, str], MappingState]
-    problems: list[Problem]
-    suggestions: list[Suggestion]
-    json_files: list[tuple[str, str, str]]  # (path, status, first error)
-    # Studies mapped at both levels: the series file wins for the attributes it names.
-    both_levels: dict[str, list[str]]
-
-    @property
-    def errors(self) -> int:
-        return sum(p.severity == "error" for p in self.problems)
-
-    @property
-    def warnings(self) -> int:
-        return sum(p.severity == "warning" for p in self.problems)
-
-
-def draft_composer(*, draft: ImportDraft) -> Composer:
-    """Everything the composer page shows, in a fixed number of queries whatever the size of the draft."""
-    mappings = list(draft.mappings.all())
-    scan = draft.scan
-    completed = scan is not None and scan.status == Scan.Status.COMPLETED
-    studies = (
-        list(ScanStudy.objects.filter(scan=scan).prefetch_related("series"))
-        if completed
-        else []
-    )
-    problems = draft_validate(draft=draft)
-    by_row: dict[int, list[Problem]] = {}
-    for problem in problems:
-        if problem.row is not None:
-            by_row.setdefault(problem.row, []).append(problem)
-    rows = [
-        MappingState(row=n, mapping=m, problems=by_row.get(n, []))
-        for n, m in enumerate(mappings, start=1)
-    ]
-    by_target = {
-        (r.mapping.study_instance_uid, r.mapping.series_instance_uid): r for r in rows
-    }
-    both_levels: dict[str, list[str]] = {}
-    for study, series in by_target:
-        if series and (study, "") in by_target:
-            both_levels.setdefault(study, []).append(series)
-    json_files = (
-        [
-            (key[len(scan.prefix) :], status, error)
-            for key, status, error in ObjectHeader.objects.of_scan(scan)
-            .filter(kind=ObjectHeader.Kind.JSON)
-            .order_by("key")
-            .values_list("key", "status", "error")
-        ]
-        if completed and scan is not None
-        else []
-    )
-    tree = [
-        TreeStudy(
-            study=study,
-            target=f"{study.study_instance_uid}|",
-            mapped=by_target.get((study.study_instance_uid, "")),
-            series=[
-                TreeSeries(
-                    series=series,
-                    target=f"{study.study_instance_uid}|{series.series_instance_uid}",
-                    mapped=by_target.get(
-                        (study.study_instance_uid, series.series_instance_uid)
-                    ),
-                )
-                for series in study.series.all()
-            ],
-        )
-        for study in studies
-    ]
-    return Composer(
-        draft=draft,
-        studies=tree,
-        rows=rows,
-        by_target=by_target,
-        problems=problems,
-        suggestions=draft_suggestions(draft=draft) if completed else [],
-        json_files=json_files,
-        both_levels=both_levels,
     )
 
 

@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from imports import drafts
+from imports import drafts, suggestions
 from imports.models import AuditEvent, Datastore, DraftMapping, ImportDraft, Scan
 from localaws.testing import LocalAWSHandle
 from tests.drafts_world import (
@@ -143,11 +143,11 @@ def test_a_viewer_cannot_start_a_draft(client_bob: Client, store: Datastore) -> 
 def test_it_suggests_files_whose_own_uids_name_a_study_or_series(
     draft: ImportDraft,
 ) -> None:
-    suggestions = {
+    proposed = {
         (s.study_instance_uid, s.series_instance_uid, s.path)
-        for s in drafts.draft_suggestions(draft=draft)
+        for s in suggestions.draft_suggestions(draft=draft)
     }
-    assert suggestions == {
+    assert proposed == {
         (STUDY_A, "", STUDY_FILE),
         (STUDY_A, SERIES_A2, SERIES_FILE),
     }
@@ -170,7 +170,7 @@ def test_accept_all_suggestions_maps_them_in_one_click(
     assert rows == {(STUDY_A, "", STUDY_FILE), (STUDY_A, SERIES_A2, SERIES_FILE)}
     draft.refresh_from_db()
     assert draft.version == 2
-    assert drafts.draft_suggestions(draft=draft) == []
+    assert suggestions.draft_suggestions(draft=draft) == []
     assert 'id="composer"' in response.content.decode()
 
 

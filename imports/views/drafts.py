@@ -21,7 +21,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
-from imports import audit, drafts, preview
+from imports import audit, drafts, mappingcsv, preview
+from imports.composer import draft_composer
 from imports.forms import (
     DraftAssignForm,
     DraftConfirmForm,
@@ -112,7 +113,7 @@ def _composer_response(
     refusal_problems: list[Any] | None = None,
     settings_form: DraftSettingsForm | None = None,
 ) -> HttpResponse:
-    composer = drafts.draft_composer(draft=draft)
+    composer = draft_composer(draft=draft)
     context = {
         "draft": draft,
         "composer": composer,
@@ -266,7 +267,7 @@ def draft_upload_csv(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         return _form_refused(request, draft, form)
     upload = form.cleaned_data["csv_file"]
-    data = upload.read(drafts.CSV_MAX_BYTES + 1)
+    data = upload.read(mappingcsv.CSV_MAX_BYTES + 1)
     return _changed(
         request,
         draft,
@@ -328,7 +329,7 @@ def draft_export(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     draft = _get_draft_for_user(request, pk)
     return csv_response(
         f"draft-{draft.pk}-mappings.csv",
-        drafts.CSV_COLUMNS,
+        mappingcsv.CSV_COLUMNS,
         drafts.draft_csv_rows(draft=draft),
     )
 

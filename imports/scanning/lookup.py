@@ -1,0 +1,116 @@
+"""Which scan to compose against, whether it still describes the prefix, and what it knows for validation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from django.conf import settings
+
+from imports import aws
+from imports.audit import Actor
+from imports.mappings import MetadataFile, PrefixIndex
+from imports.models import Datastore, ObjectHeader, Scan, ScanSeries, ScanStudy
+from imports.scanning import control
+
+
+def index_for_prefix(
+    *, actor: Actor, datastore: Datastore, bucket: str, prefix: str
+) -> Scan:
+    """The scan to compose against: a running one, the latest completed one if still current, or a new one."""
+    running = Scan.objects.filter(
+        bucket=bucket, prefix=prefix, status__in=Scan.ACTIVE
+    ).first()
+    if running is not None:
+        return running
+    latest = (
+        Scan.objects.filter(bucket=bucket, prefix=prefix, status=Scan.Status.COMPLETED)
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+    if latest is not None and scan_is_current(scan=latest):
+        return latest
+    scan, _ = control.scan_start(
+        actor=actor,
+        bucket=bucket,
+        prefix=prefix,
+        region=datastore.region,
+        datastore=datastore,
+    )
+    return scan
+
+
+def scan_is_current(*, scan: Scan) -> bool:
+    """Whether a listing of the prefix shows exactly the object versions the scan found (LISTs only)."""
+    listed: set[tuple[str, str]] = set()
+    token: str | None = None
+    while True:
+        page = aws.s3_list_page(
+            region=scan.region,
+            bucket=scan.bucket,
+            prefix=scan.prefix,
+            delimiter=None,
+            token=token,
+        )
+        listed.update(
+            (obj.key, obj.etag)
+            for obj in page.objects
+            # Zero-byte "folder/" keys are console placeholders; the scan skips them too.
+            if not (obj.key.endswith("/") and obj.size == 0)
+        )
+        if page.next_token is None:
+            break
+        token = page.next_token
+    scanned = set(ObjectHeader.objects.of_scan(scan).values_list("key", "etag"))
+    return listed == scanned
+
+
+# --- The index, as validation sees it ------------------------------------------------------
+
+
+def prefix_index(*, scan: Scan) -> PrefixIndex:
+    """What a completed scan knows, in the shape the validation rules take. Three queries."""
+    studies: dict[str, set[str]] = {}
+    for study_uid in ScanStudy.objects.filter(scan=scan).values_list(
+        "study_instance_uid", flat=True
+    ):
+        studies[study_uid] = set()
+    for study_uid, series_uid in ScanSeries.objects.filter(
+        study__scan=scan
+    ).values_list("study__study_instance_uid", "series_instance_uid"):
+        studies.setdefault(study_uid, set()).add(series_uid)
+    json_files = {}
+    for header in (
+        ObjectHeader.objects.of_scan(scan)
+        .filter(kind=ObjectHeader.Kind.JSON)
+        .only("key", "etag", "size", "status", "json_errors", "json_document")
+    ):
+        path = header.key[len(scan.prefix) :]
+        json_files[path] = MetadataFile(
+            path=path,
+            etag=header.etag,
+            size=header.size,
+            valid=header.status == ObjectHeader.Status.JSON_VALID,
+            errors=tuple(_json_error_lines(header)),
+            document=header.json_document,
+        )
+    return PrefixIndex(
+        studies={uid: frozenset(series) for uid, series in studies.items()},
+        json_files=json_files,
+        file_count=scan.objects_listed,
+        total_bytes=scan.bytes_total,
+        folder_count=scan.folders,
+        max_files=scan.max_files,
+        max_bytes=scan.max_bytes,
+        max_folders=Scan.MAX_FOLDERS,
+        json_max_bytes=settings.SCAN_JSON_MAX_BYTES,
+    )
+
+
+def _json_error_lines(header: ObjectHeader) -> Iterator[str]:
+    if not header.json_errors:
+        if header.error:
+            yield header.error
+        return
+    for issue in header.json_errors:
+        path, message = issue.get("path", ""), issue.get("message", "")
+        yield f"{path}: {message}" if path else message
