@@ -30,11 +30,12 @@ class CsvRefused(Exception):
         self.problems = list(problems)
 
 
-def mappings_read_csv(data: bytes) -> list[Mapping]:
+def mappings_read_csv(data: bytes, *, check_fields: bool = True) -> list[Mapping]:
     """Parse a mappings CSV (header row `studyInstanceUID,seriesInstanceUID,metadataFilePath`).
 
     Refuses the whole file, with every problem by row, when anything is wrong: a half-applied spreadsheet is
-    worse than none. A UTF-8 byte order mark (as spreadsheets write it) is accepted.
+    worse than none. A UTF-8 byte order mark (as spreadsheets write it) is accepted. With `check_fields=False`
+    only the file's shape is checked, for a caller that runs the full validation on the rows next.
     """
     if len(data) > CSV_MAX_BYTES:
         raise CsvRefused(
@@ -91,7 +92,12 @@ def mappings_read_csv(data: bytes) -> list[Mapping]:
                 )
             )
             continue
-        study, series, path = (cell.strip() for cell in row)
+        # UIDs are trimmed (spreadsheets pad cells); a path is kept exactly, so that validation can say
+        # what is wrong with it rather than the import silently using another name.
+        study, series, path = row[0].strip(), row[1].strip(), row[2]
+        mappings.append(Mapping(study, series, path))
+        if not check_fields:
+            continue
         for field, value, required in (
             ("studyInstanceUID", study, True),
             ("seriesInstanceUID", series, False),
@@ -115,7 +121,6 @@ def mappings_read_csv(data: bytes) -> list[Mapping]:
                 )
             )
         first_row.setdefault((study, series), number)
-        mappings.append(Mapping(study, series, path))
     if problems:
         raise CsvRefused(
             f"The CSV was not applied: {len(problems)} problem{'s' if len(problems) != 1 else ''} "
