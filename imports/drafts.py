@@ -321,7 +321,7 @@ def _json_file(draft: ImportDraft, path: str) -> ObjectHeader:
     """The scanned JSON file at `path` (relative to the input prefix), or DraftRefused."""
     problem = metadata_path_problem(path)
     if problem is not None:
-        raise DraftRefused(f"metadataFilePath: {problem[1]}")
+        raise DraftRefused(problem[1])
     if draft.scan is None or draft.scan.status != Scan.Status.COMPLETED:
         raise DraftRefused("Wait for the scan of the input prefix to complete first.")
     header = (
