@@ -462,7 +462,8 @@ def test_the_drafts_page_lists_validity_and_a_delete_is_audited(
 def test_an_incomplete_scan_cannot_be_the_basis_of_an_import(
     draft: ImportDraft,
 ) -> None:
-    Scan.objects.filter(pk=draft.scan_id).update(status=Scan.Status.FAILED)
+    assert draft.scan is not None
+    Scan.objects.filter(pk=draft.scan.pk).update(status=Scan.Status.FAILED)
     draft.refresh_from_db()
     assert [p.code for p in drafts.draft_validate(draft=draft)] == [
         "index_not_completed"
