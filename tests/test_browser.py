@@ -143,3 +143,84 @@ def test_an_administrator_adds_a_datastore_and_checks_it(
     assert (
         "Radiology · Output prefix: s3://dicom-output/results/ is writable" in messages
     )
+
+
+SCREENSHOTS = os.path.join(os.path.dirname(__file__), "..", "docs", "screenshots")
+
+
+def test_on_the_demo_data_an_operator_composes_previews_and_confirms_an_import(
+    page: Any, localaws: LocalAWSHandle
+) -> None:
+    from imports.models import ScanSeries, ScanStudy
+    from imports.scanning import control, run
+    from localaws import democorpus
+
+    call_command("seed_demo", stdout=io.StringIO())
+    datastore = Datastore.objects.get()
+    scan, _ = control.scan_start(
+        actor=None,
+        bucket=democorpus.INPUT_BUCKET,
+        prefix=democorpus.INPUT_PREFIX,
+        region=datastore.region,
+        datastore=datastore,
+        enqueue=False,
+    )
+    run.scan_run(scan_id=scan.pk)
+    abdomen = ScanStudy.objects.get(scan=scan, study_description__icontains="ABDOMEN")
+    lung = ScanSeries.objects.get(
+        study__scan=scan, series_description="Axial 2.0 B70f lung"
+    )
+
+    sign_in(page, "operator", "operator-demo")
+    page.click("nav >> text=Drafts")
+    page.click("text=New import")
+    page.fill("#id_job_name", "demo-import")
+    page.click("text=Start composing")
+    # The prefix is unchanged since its scan: the composer opens on the tree at once.
+    page.wait_for_selector("#suggestions")
+    assert "study-ct-chest.json" in page.inner_text("#suggestions")
+    assert "series-mr-brain-t2.json" in page.inner_text("#suggestions")
+    page.click("text=Accept all suggestions")
+    page.wait_for_selector("#mappings >> text=metadata/series-mr-brain-t2.json")
+    assert page.locator("#mappings .badge.ok").count() == 2
+
+    # The malformed file is refused with its reason, in place.
+    page.check(f"input[value='{abdomen.study_instance_uid}|']")
+    page.fill("#file-picker", democorpus.MALFORMED_METADATA_FILE)
+    page.click("text=Map to the ticked studies and series")
+    page.wait_for_selector("#mappings >> text=not valid JSON")
+    assert page.locator("#problems-panel .badge.err").count() >= 1
+    os.makedirs(SCREENSHOTS, exist_ok=True)
+    # caret="initial": Playwright would otherwise inject a style to hide the caret, which the CSP blocks.
+    page.screenshot(
+        path=os.path.join(SCREENSHOTS, "composer.png"), full_page=True, caret="initial"
+    )
+    page.locator("tr.study-row", has_text=abdomen.study_instance_uid).locator(
+        "button:has-text('Remove')"
+    ).click()
+    page.wait_for_selector(
+        f"#mappings >> text={democorpus.MALFORMED_METADATA_FILE}", state="detached"
+    )
+    assert page.locator("#mappings .badge.err").count() == 0
+
+    page.click("text=Preview headers")
+    page.select_option("#series-choice", lung.series_instance_uid)
+    page.click("form >> text=Show")
+    row = page.locator("tr.state-changed", has_text="StudyDescription (0008,1030)")
+    assert "CT CHEST W CONTRAST" in row.inner_text()
+    assert "Doe" not in page.inner_text("#preview")
+    page.screenshot(
+        path=os.path.join(SCREENSHOTS, "preview.png"), full_page=True, caret="initial"
+    )
+
+    page.click("text=Review and confirm")
+    request_text = page.inner_text("#request-json")
+    assert '"jobName": "demo-import"' in request_text
+    assert '"metadataFilePath": "metadata/study-ct-chest.json"' in request_text
+    page.check("input[name=acknowledge_warnings]")
+    page.screenshot(
+        path=os.path.join(SCREENSHOTS, "confirm.png"), full_page=True, caret="initial"
+    )
+    page.click("text=Confirm the import")
+    page.wait_for_selector("text=Confirmed: the request below is recorded")
+    assert page.console_errors == []
