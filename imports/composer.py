@@ -7,16 +7,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.db.models import Prefetch
+
 from imports.drafts import draft_validate
 from imports.mappings import Problem
 from imports.models import (
     DraftMapping,
     ImportDraft,
-    ObjectHeader,
     Scan,
     ScanSeries,
     ScanStudy,
 )
+from imports.scanning.lookup import prefix_index
 from imports.suggestions import Suggestion, draft_suggestions
 
 
@@ -69,17 +71,35 @@ class Composer:
         return sum(p.severity == "warning" for p in self.problems)
 
 
+# What the tree shows; the rest of a scan's study and series rows (variants of every attribute, transfer
+# syntaxes) stays in the database.
+TREE_STUDY_FIELDS = (
+    "scan_id", "study_instance_uid", "study_description", "study_date", "instance_count", "variants",
+)  # fmt: skip
+TREE_SERIES_FIELDS = (
+    "study_id", "series_instance_uid", "series_number", "series_description", "modality",
+    "instance_count",
+)  # fmt: skip
+
+
 def draft_composer(*, draft: ImportDraft) -> Composer:
     """Everything the composer page shows, in a fixed number of queries whatever the size of the draft."""
     mappings = list(draft.mappings.all())
     scan = draft.scan
     completed = scan is not None and scan.status == Scan.Status.COMPLETED
+    index = prefix_index(scan=scan) if completed and scan is not None else None
     studies = (
-        list(ScanStudy.objects.filter(scan=scan).prefetch_related("series"))
+        list(
+            ScanStudy.objects.filter(scan=scan)
+            .only(*TREE_STUDY_FIELDS)
+            .prefetch_related(
+                Prefetch("series", ScanSeries.objects.only(*TREE_SERIES_FIELDS))
+            )
+        )
         if completed
         else []
     )
-    problems = draft_validate(draft=draft)
+    problems = draft_validate(draft=draft, index=index, mappings=mappings)
     by_row: dict[int, list[Problem]] = {}
     for problem in problems:
         if problem.row is not None:
@@ -97,13 +117,14 @@ def draft_composer(*, draft: ImportDraft) -> Composer:
             both_levels.setdefault(study, []).append(series)
     json_files = (
         [
-            (key[len(scan.prefix) :], status, error)
-            for key, status, error in ObjectHeader.objects.of_scan(scan)
-            .filter(kind=ObjectHeader.Kind.JSON)
-            .order_by("key")
-            .values_list("key", "status", "error")
+            (
+                path,
+                "json_valid" if f.valid else "json_invalid",
+                f.errors[0] if f.errors else "",
+            )
+            for path, f in sorted(index.json_files.items())
         ]
-        if completed and scan is not None
+        if index is not None
         else []
     )
     tree = [

@@ -115,10 +115,16 @@ def draft_mappings(*, draft: ImportDraft) -> list[Mapping]:
 
 
 def draft_validate(
-    *, draft: ImportDraft, index: PrefixIndex | None = None
+    *,
+    draft: ImportDraft,
+    index: PrefixIndex | None = None,
+    mappings: list[DraftMapping] | None = None,
 ) -> list[Problem]:
-    """Every problem of the draft, errors first; the counts are kept on the draft for the Drafts list."""
-    problems = _draft_problems(draft, index)
+    """Every problem of the draft, errors first; the counts are kept on the draft for the Drafts list.
+
+    `index` and `mappings` save a caller that already loaded them (the composer) loading them twice.
+    """
+    problems = _draft_problems(draft, index, mappings)
     errors = sum(p.severity == "error" for p in problems)
     warnings = len(problems) - errors
     if (draft.error_count, draft.warning_count) != (errors, warnings):
@@ -129,7 +135,11 @@ def draft_validate(
     return problems
 
 
-def _draft_problems(draft: ImportDraft, index: PrefixIndex | None) -> list[Problem]:
+def _draft_problems(
+    draft: ImportDraft,
+    index: PrefixIndex | None,
+    mappings: list[DraftMapping] | None,
+) -> list[Problem]:
     scan = draft.scan
     if scan is None:
         return [
@@ -153,7 +163,8 @@ def _draft_problems(draft: ImportDraft, index: PrefixIndex | None) -> list[Probl
                 "an import cannot be composed against a partial index. Refresh the index.",
             )
         ]
-    mappings = list(draft.mappings.all())
+    if mappings is None:
+        mappings = list(draft.mappings.all())
     return problems_sorted(
         mappings_validate(
             mappings=[

@@ -319,6 +319,20 @@ def test_the_composer_query_count_does_not_grow_with_the_rows(
     assert scan is not None
     from imports.models import ScanSeries, ScanStudy
 
+    from imports.models import ObjectHeader, ScanObject
+
+    # More JSON files under the prefix too (a deferred field read per file once cost a query each).
+    for n in range(1, 31):
+        header = ObjectHeader.objects.create(
+            bucket=scan.bucket,
+            key=f"{scan.prefix}metadata/extra-{n}.json",
+            etag=f"etag-{n}",
+            size=2,
+            kind=ObjectHeader.Kind.JSON,
+            status=ObjectHeader.Status.JSON_VALID,
+            json_document={},
+        )
+        ScanObject.objects.create(scan=scan, header=header)
     for n in range(1, 41):
         study = ScanStudy.objects.create(
             scan=scan, study_instance_uid=f"2.25.{n}", instance_count=1, bytes=1

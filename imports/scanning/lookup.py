@@ -79,19 +79,22 @@ def prefix_index(*, scan: Scan) -> PrefixIndex:
     ).values_list("study__study_instance_uid", "series_instance_uid"):
         studies.setdefault(study_uid, set()).add(series_uid)
     json_files = {}
-    for header in (
+    # Plain rows, not model instances: a prefix holds up to thousands of metadata files.
+    for key, etag, size, status, error, json_errors, document in (
         ObjectHeader.objects.of_scan(scan)
         .filter(kind=ObjectHeader.Kind.JSON)
-        .only("key", "etag", "size", "status", "json_errors", "json_document")
+        .values_list(
+            "key", "etag", "size", "status", "error", "json_errors", "json_document"
+        )
     ):
-        path = header.key[len(scan.prefix) :]
+        path = key[len(scan.prefix) :]
         json_files[path] = MetadataFile(
             path=path,
-            etag=header.etag,
-            size=header.size,
-            valid=header.status == ObjectHeader.Status.JSON_VALID,
-            errors=tuple(_json_error_lines(header)),
-            document=header.json_document,
+            etag=etag,
+            size=size,
+            valid=status == ObjectHeader.Status.JSON_VALID,
+            errors=tuple(_json_error_lines(error, json_errors)),
+            document=document,
         )
     return PrefixIndex(
         studies={uid: frozenset(series) for uid, series in studies.items()},
@@ -106,11 +109,11 @@ def prefix_index(*, scan: Scan) -> PrefixIndex:
     )
 
 
-def _json_error_lines(header: ObjectHeader) -> Iterator[str]:
-    if not header.json_errors:
-        if header.error:
-            yield header.error
+def _json_error_lines(error: str, json_errors: list[dict[str, str]]) -> Iterator[str]:
+    if not json_errors:
+        if error:
+            yield error
         return
-    for issue in header.json_errors:
+    for issue in json_errors:
         path, message = issue.get("path", ""), issue.get("message", "")
         yield f"{path}: {message}" if path else message
