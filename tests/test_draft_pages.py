@@ -11,7 +11,16 @@ from django.test import Client
 from django.urls import reverse
 
 from imports import drafts
-from imports.models import AuditEvent, DraftMapping, ImportDraft, Scan
+from imports.models import (
+    AuditEvent,
+    DraftMapping,
+    ImportDraft,
+    ObjectHeader,
+    Scan,
+    ScanObject,
+    ScanSeries,
+    ScanStudy,
+)
 from localaws.testing import LocalAWSHandle
 from tests.drafts_world import (
     INPUT,
@@ -317,10 +326,6 @@ def test_the_composer_query_count_does_not_grow_with_the_rows(
     # Many more studies, series and mappings: the same number of queries.
     scan = draft.scan
     assert scan is not None
-    from imports.models import ScanSeries, ScanStudy
-
-    from imports.models import ObjectHeader, ScanObject
-
     # More JSON files under the prefix too (a deferred field read per file once cost a query each).
     for n in range(1, 31):
         header = ObjectHeader.objects.create(
