@@ -294,3 +294,58 @@ def test_a_file_rewritten_after_it_was_mapped_is_an_error(
     run.scan_run(scan_id=refreshed.scan.pk)
     refreshed.refresh_from_db()
     assert "file_changed" in codes(drafts.draft_validate(draft=refreshed))
+
+
+# --- Bad objects under the prefix -----------------------------------------------------------
+
+
+def test_hostile_json_files_under_the_prefix_are_each_refused_with_a_reason(
+    world: LocalAWSHandle, store: Datastore, alice: User, client_alice: Client
+) -> None:
+    files: dict[str, tuple[bytes | str, str]] = {
+        "metadata/deep.json": ("[" * 1000 + "]" * 1000, "nested too deeply"),
+        "metadata/deep-object.json": (
+            '{"a":' * 1000 + "1" + "}" * 1000,
+            "nested too deeply",
+        ),
+        "metadata/huge.json": (
+            b'{"00081030": {"vr": "LO", "Value": ["'
+            + b"x" * (20 * 1024 * 1024)
+            + b'"]}}',
+            "metadata files are read up to 1,048,576 bytes",
+        ),
+        "metadata/empty.json": (b"", "0-byte object"),
+        "metadata/array.json": (
+            "[{}]",
+            "expected one DICOM JSON object, got an array of 1",
+        ),
+        "metadata/zz.json": (
+            '{"00081030": {"vr": "ZZ", "Value": ["x"]}}',
+            "is not a DICOM VR",
+        ),
+        "metadata/keyword.json": (
+            '{"StudyDescription": {"vr": "LO", "Value": ["x"]}}',
+            "keyword keys are not allowed; use the tag '00081030'",
+        ),
+    }
+    for path, (body, _) in files.items():
+        put_json(world, path, body)
+    # One bad object never stops the scan: each gets its own reason.
+    scan = scan_prefix()
+    draft = drafts.draft_start(
+        actor=alice, datastore=store, input_s3_uri=INPUT, output_s3_uri=OUTPUT
+    )
+    for version, (path, (_, reason)) in enumerate(files.items(), start=1):
+        drafts.draft_assign(
+            draft=draft, actor=None, version=version, targets=[(STUDY_A, "")], path=path
+        )
+        problems = drafts.draft_validate(draft=draft)
+        messages = [
+            p.message for p in problems if p.code in ("json_invalid", "file_too_large")
+        ]
+        assert len(messages) == 1, (path, [p.code for p in problems])
+        assert reason in messages[0], (path, messages[0])
+    assert scan.status == Scan.Status.COMPLETED
+    response = client_alice.get(reverse("imports:draft_detail", args=[draft.pk]))
+    assert response.status_code == 200
+    assert "keyword keys are not allowed" in response.content.decode()
