@@ -36,3 +36,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # Serve static files straight from static/ (no collectstatic in tests), as in DEBUG.
 WHITENOISE_AUTOREFRESH = True
 WHITENOISE_USE_FINDERS = True
+
+# Scan retries on a test's time scale: S3 trouble in a test lasts seconds, not minutes. The patience
+# stays well above the outages the completing tests inject (a few seconds), and SCAN_PATIENCE_S can be
+# lowered per test with the `settings` fixture for runs in the test process.
+SCAN_RETRY_BASE_S = 0.05
+SCAN_RETRY_MAX_S = 0.5
+SCAN_PATIENCE_S = float(os.environ.get("SCAN_PATIENCE_S", "20"))
