@@ -43,3 +43,7 @@ WHITENOISE_USE_FINDERS = True
 SCAN_RETRY_BASE_S = 0.05
 SCAN_RETRY_MAX_S = 0.5
 SCAN_PATIENCE_S = float(os.environ.get("SCAN_PATIENCE_S", "20"))
+# One attempt per AWS request, as when botocore's retry quota has drained under a storm (500 tokens,
+# 5 per throttled retry): a test prefix of a few dozen objects would never drain it, and botocore's
+# throttle backoff (up to 15 s per request) would then hide the scan's own retries from the tests.
+AWS_MAX_ATTEMPTS = int(os.environ.get("AWS_MAX_ATTEMPTS", "1"))

@@ -143,9 +143,8 @@ def _scan_all(scan: Scan, *, rest: bool) -> None:
                 for page in _unread_pages(scan):
                     pipeline.add_page(page, unread_rows=True)
             else:
-                for page in _list_pages(scan, pipeline):
-                    pipeline.add_listed(page)
-                pipeline.listing_finished = True
+                for page, last in _list_pages(scan, pipeline):
+                    pipeline.add_listed(page, last=last)
             pipeline.drain()
         except BaseException:
             pipeline.abandon()
@@ -261,11 +260,13 @@ class _ReadPipeline:
 
     # --- feeding ------------------------------------------------------------------------------
 
-    def add_listed(self, page: list[aws.S3Object]) -> None:
+    def add_listed(self, page: list[aws.S3Object], *, last: bool) -> None:
         self.listed += len(page)
         for obj in page:
             self.bytes_total += obj.size
             self.folders.update(_folders_of(obj.key, self.scan.prefix))
+        # Before the reads of the last page: the prefix's size is known from here on.
+        self.listing_finished = last
         self.add_page(page)
 
     def add_page(self, page: list[aws.S3Object], *, unread_rows: bool = False) -> None:
@@ -621,7 +622,10 @@ class _ReadPipeline:
         self.last_flush = time.monotonic()
 
 
-def _list_pages(scan: Scan, pipeline: _ReadPipeline) -> Iterator[list[aws.S3Object]]:
+def _list_pages(
+    scan: Scan, pipeline: _ReadPipeline
+) -> Iterator[tuple[list[aws.S3Object], bool]]:
+    """Pages of objects, each with whether it is the last."""
     token: str | None = None
     while True:
 
@@ -638,9 +642,14 @@ def _list_pages(scan: Scan, pipeline: _ReadPipeline) -> Iterator[list[aws.S3Obje
         # A page that fails transiently is asked for again (same token), reads going on meanwhile.
         page = pipeline.patiently(one_page)
         # Zero-byte keys ending in "/" are folder placeholders made by the S3 console, not files.
-        yield [
-            obj for obj in page.objects if not (obj.key.endswith("/") and obj.size == 0)
-        ]
+        yield (
+            [
+                obj
+                for obj in page.objects
+                if not (obj.key.endswith("/") and obj.size == 0)
+            ],
+            page.next_token is None,
+        )
         if page.next_token is None:
             return
         token = page.next_token
