@@ -229,5 +229,16 @@ SCAN_JSON_MAX_BYTES = env.int("SCAN_JSON_MAX_BYTES", default=1024 * 1024)
 # A running scan that has not reported progress for this long lost its worker; beat requeues it.
 SCAN_STALL_TIMEOUT_S = env.int("SCAN_STALL_TIMEOUT_S", default=10 * 60)
 SCAN_MAX_ATTEMPTS = env.int("SCAN_MAX_ATTEMPTS", default=3)
+# S3 trouble (throttling, 5xx, timeouts, no connection) is retried by the scan itself, beyond botocore's
+# own retries, whose quota drains within seconds under a storm: each object again after a backoff
+# with jitter from SCAN_RETRY_BASE_S up to SCAN_RETRY_MAX_S. After SCAN_PATIENCE_S of continuous
+# failure the scan gives up on what is left and ends Incomplete ("read the rest" later).
+SCAN_RETRY_BASE_S = env.float("SCAN_RETRY_BASE_S", default=1.0)
+SCAN_RETRY_MAX_S = env.float("SCAN_RETRY_MAX_S", default=30.0)
+SCAN_PATIENCE_S = env.float("SCAN_PATIENCE_S", default=5 * 60.0)
+# The circuit breaker: when more than SCAN_BREAKER_RATIO of the last SCAN_BREAKER_WINDOW reads failed
+# that way, the whole read pool pauses and one probe at a time asks S3 whether it is back.
+SCAN_BREAKER_WINDOW = env.int("SCAN_BREAKER_WINDOW", default=20)
+SCAN_BREAKER_RATIO = env.float("SCAN_BREAKER_RATIO", default=0.5)
 # Region for S3 browsing when no datastore is chosen (boto3 follows bucket-region redirects).
 AWS_DEFAULT_REGION = env.str("AWS_DEFAULT_REGION", default="us-east-1")

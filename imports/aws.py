@@ -41,6 +41,9 @@ class AwsError(Exception):
     """An AWS call failed; `str(error)` is a sentence for the administrator."""
 
     code = "Error"
+    # True when asking again later may succeed (throttling, 5xx, timeouts, no connection): such a
+    # failure says nothing about the object asked for.
+    transient = False
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -58,12 +61,21 @@ class NotFound(AwsError):
 
 class Throttled(AwsError):
     code = "Throttling"
+    transient = True
 
 
 class Unreachable(AwsError):
     """No answer at all: endpoint down, DNS, TLS, timeouts or no credentials."""
 
     code = "Unreachable"
+    transient = True
+
+
+class Unavailable(AwsError):
+    """AWS answered, with a server error (5xx) or a request timeout: its problem, not the request's."""
+
+    code = "Unavailable"
+    transient = True
 
 
 _ACCESS_DENIED = {
@@ -87,6 +99,16 @@ _THROTTLED = {
     "RequestLimitExceeded",
 }
 
+# Answers of an overloaded or failing service; S3's RequestTimeout (400) means the connection
+# stalled, which says nothing about the object either.
+_UNAVAILABLE = {
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "InternalServerException",
+    "ServiceUnavailableException",
+}
+
 
 def _translate(error: Exception, doing: str) -> AwsError:
     """Turn a botocore exception into an AwsError whose message starts with what we were doing."""
@@ -102,13 +124,19 @@ def _translate(error: Exception, doing: str) -> AwsError:
             return NotFound(text, code=code)
         if code in _THROTTLED:
             return Throttled(text, code=code)
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in _UNAVAILABLE or status >= 500:
+            return Unavailable(text, code=code)
         return AwsError(text, code=code)
     if isinstance(error, NoCredentialsError):
-        return Unreachable(
+        missing = Unreachable(
             f"{doing}: no AWS credentials were found. Give the dashboard an instance role, or set "
             "AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.",
             code="NoCredentials",
         )
+        # Configuration, not weather: retrying would only hide it.
+        missing.transient = False
+        return missing
     if isinstance(error, EndpointConnectionError):
         return Unreachable(
             f"{doing}: could not connect to {error.kwargs.get('endpoint_url', 'the AWS endpoint')}."

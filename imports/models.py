@@ -215,13 +215,20 @@ class ObjectHeader(models.Model):
     bytes_read = models.PositiveBigIntegerField(default=0)
     requests = models.PositiveIntegerField(default=0)
     read_at = models.DateTimeField(auto_now_add=True)
+    # False when S3's answer was about access, not content (AccessDenied, a key gone since the
+    # listing): the scan that got it keeps it, a later scan reads the object again into a row of its own.
+    reusable = models.BooleanField(default=True)
 
     objects = ObjectHeaderQuerySet.as_manager()
 
     class Meta:
         constraints = [
+            # One reusable result per object version: the cache. Rows that are not reusable belong to
+            # the scan that made them and are never overwritten, so a finished scan's results stay put.
             models.UniqueConstraint(
-                fields=["bucket", "key", "etag"], name="unique_object_version"
+                fields=["bucket", "key", "etag"],
+                condition=models.Q(reusable=True),
+                name="unique_object_version",
             ),
         ]
 
@@ -238,6 +245,9 @@ class Scan(models.Model):
         COMPLETED = "completed", "Completed"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
+        # Ended, but S3 did not answer for some objects within SCAN_PATIENCE_S (ScanUnread holds them):
+        # not a basis for an import until "read the rest" completes it.
+        INCOMPLETE = "incomplete", "Incomplete"
 
     ACTIVE = (Status.QUEUED, Status.RUNNING)
 
@@ -277,6 +287,12 @@ class Scan(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Set when the last listing page arrived: objects_listed is then the whole prefix.
+    listing_finished_at = models.DateTimeField(null=True, blank=True)
+    # Set while S3 is not answering and the scan waits for it (the circuit breaker is open).
+    paused_since = models.DateTimeField(null=True, blank=True)
+    # Objects listed but not read yet because S3 failed transiently (ScanUnread rows, same transaction).
+    objects_pending = models.PositiveIntegerField(default=0)
 
     MAX_FOLDERS = 10_000
 
@@ -308,10 +324,17 @@ class Scan(models.Model):
         return self.status in self.ACTIVE
 
     @property
-    def percent_done(self) -> int:
+    def listing_finished(self) -> bool:
+        return self.listing_finished_at is not None
+
+    @property
+    def percent_done(self) -> int | None:
+        """Objects with a result against the whole prefix; None while the listing is still going."""
+        if self.listing_finished_at is None:
+            return None
         if not self.objects_listed:
-            return 100 if not self.is_active else 0
-        return min(100, round(100 * self.objects_done / self.objects_listed))
+            return 100
+        return min(100, 100 * self.objects_done // self.objects_listed)
 
 
 class ScanObject(models.Model):
@@ -389,6 +412,30 @@ class ScanSeries(models.Model):
 
     def __str__(self) -> str:
         return self.series_instance_uid
+
+
+class ScanUnread(models.Model):
+    """An object a scan listed but could not read yet because S3 failed transiently.
+
+    Never a result: the object is read again later in the scan, and if S3 stays away past the
+    patience these rows are what an Incomplete scan lacks and what "read the rest" reads.
+    """
+
+    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="unread")
+    key = models.CharField(max_length=1024)
+    etag = models.CharField(max_length=128)
+    size = models.PositiveBigIntegerField()
+    # The last failure, for the operator (an AwsError sentence; no file content).
+    error = models.TextField(blank=True)
+    failures = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["scan", "key"], name="unique_scan_unread")
+        ]
+
+    def __str__(self) -> str:
+        return f"scan {self.scan_id}: {self.key}"
 
 
 # --- Composing an import --------------------------------------------------------------------

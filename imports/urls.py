@@ -15,6 +15,7 @@ urlpatterns = [
     path("scans/<int:pk>/", scans.scan_detail, name="scan_detail"),
     path("scans/<int:pk>/progress/", scans.scan_progress, name="scan_progress"),
     path("scans/<int:pk>/cancel/", scans.scan_cancel, name="scan_cancel"),
+    path("scans/<int:pk>/read-rest/", scans.scan_read_rest, name="scan_read_rest"),
     path("scans/<int:pk>/reveal/", scans.scan_reveal, name="scan_reveal"),
     path("scans/<int:pk>/objects.csv", scans.scan_export, name="scan_export"),
     path("scans/<int:pk>/new-import/", drafts.draft_from_scan, name="draft_from_scan"),

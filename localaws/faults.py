@@ -43,6 +43,8 @@ class Fault:
     error: str | None = None
     count: int | None = None
     rate: float | None = None
+    # Let this many matching calls through first, so a fault can begin in the middle of a run.
+    after: int | None = None
     message: str | None = None
     latency_ms: float | None = None
     manifest_delay_s: float | None = None
@@ -70,6 +72,14 @@ class Fault:
                 fault.count = 1
             if fault.rate is not None and not 0 <= fault.rate <= 1:
                 raise FaultError("rate must be between 0 and 1")
+        if fault.after is not None and (
+            isinstance(fault.after, bool)
+            or not isinstance(fault.after, int)
+            or fault.after < 0
+        ):
+            raise FaultError("after must be a whole number of calls, 0 or more")
+        if fault.after is not None and fault.error is None:
+            raise FaultError("after applies to error faults only")
         if fault.latency_ms is not None and fault.service is None:
             raise FaultError("a latency fault needs a service")
         if not (
@@ -126,6 +136,9 @@ class FaultRegistry:
                 if fault.error is None or fault.service != service:
                     continue
                 if fault.operation is not None and fault.operation != operation:
+                    continue
+                if fault.after:
+                    fault.after -= 1
                     continue
                 if fault.count is not None:
                     if fault.count <= 0:

@@ -36,3 +36,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # Serve static files straight from static/ (no collectstatic in tests), as in DEBUG.
 WHITENOISE_AUTOREFRESH = True
 WHITENOISE_USE_FINDERS = True
+
+# Scan retries on a test's time scale: S3 trouble in a test lasts seconds, not minutes. The patience
+# stays well above the outages the completing tests inject (a few seconds), and SCAN_PATIENCE_S can be
+# lowered per test with the `settings` fixture for runs in the test process.
+SCAN_RETRY_BASE_S = 0.05
+SCAN_RETRY_MAX_S = 0.5
+SCAN_PATIENCE_S = float(os.environ.get("SCAN_PATIENCE_S", "20"))
+# One attempt per AWS request, as when botocore's retry quota has drained under a storm (500 tokens,
+# 5 per throttled retry): a test prefix of a few dozen objects would never drain it, and botocore's
+# throttle backoff (up to 15 s per request) would then hide the scan's own retries from the tests.
+AWS_MAX_ATTEMPTS = int(os.environ.get("AWS_MAX_ATTEMPTS", "1"))

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from imports.models import AuditEvent, Datastore, Scan
 from imports.scanning import control, run
@@ -178,8 +179,12 @@ def test_the_progress_fragment_polls_while_running_and_stops_with_286(
     scan, _ = control.scan_start(
         actor=None, bucket="b", prefix="p/", region="us-east-1", enqueue=False
     )
+    # The percentage is shown against the whole prefix, so once the listing has ended.
     Scan.objects.filter(pk=scan.pk).update(
-        status=Scan.Status.RUNNING, objects_listed=10, objects_done=4
+        status=Scan.Status.RUNNING,
+        objects_listed=10,
+        objects_done=4,
+        listing_finished_at=timezone.now(),
     )
     running = client_bob.get(
         f"/scans/{scan.pk}/progress/", headers={"HX-Request": "true"}

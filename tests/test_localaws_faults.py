@@ -106,6 +106,36 @@ def test_it_fails_a_share_of_calls_with_a_rate(world):
     world.s3_client().list_objects_v2(Bucket="input-bucket")
 
 
+def test_it_lets_the_first_calls_through_when_a_fault_starts_after_some(world):
+    world.add_fault(
+        service="s3", operation="GetObject", error="SlowDown", after=2, count=1
+    )
+    s3 = world.s3_client()
+    for _ in range(2):
+        s3.get_object(Bucket="input-bucket", Key="in/a.dcm")
+    # Other operations do not use up the calls the fault lets through.
+    s3.list_objects_v2(Bucket="input-bucket", Prefix="in/")
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_object(Bucket="input-bucket", Key="in/a.dcm")
+    assert excinfo.value.response["Error"]["Code"] == "SlowDown"
+    s3.get_object(Bucket="input-bucket", Key="in/a.dcm")
+    statuses = [c["status"] for c in world.calls("s3", "GetObject")]
+    assert statuses == [200, 200, 503, 200]
+
+
+def test_it_refuses_an_after_that_is_not_a_count(world):
+    status, body = control(
+        world,
+        "POST",
+        "faults",
+        {"service": "s3", "error": "SlowDown", "after": -1},
+    )
+    assert (status, body) == (
+        400,
+        {"error": "after must be a whole number of calls, 0 or more"},
+    )
+
+
 def test_it_adds_latency_per_service(world):
     world.add_fault(service="s3", latency_ms=150)
     s3 = world.s3_client()

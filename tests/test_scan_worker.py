@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from imports.models import Datastore, Scan
+from imports.models import Datastore, ObjectHeader, Scan, ScanObject, ScanUnread
+from imports.scanning import control, run
 from localaws.testing import LocalAWSHandle, dicom_bytes
 from tests.conftest import WorkerProcess, wait_for
 
@@ -80,3 +81,174 @@ def test_a_running_scan_can_be_cancelled(
     assert scan.status == Scan.Status.CANCELLED
     assert scan.objects_done < 300
     assert not scan.studies.exists()
+
+
+# --- S3 trouble, with the scan in the worker ----------------------------------------------------
+
+
+def _put_objects(localaws: LocalAWSHandle, count: int) -> None:
+    localaws.create_bucket("dicom-input")
+    s3 = localaws.s3_client()
+    for i in range(count):
+        s3.put_object(
+            Bucket="dicom-input",
+            Key=f"incoming/{i:03}.dcm",
+            Body=dicom_bytes(study=STUDY, series=STUDY + ".1", InstanceNumber=i),
+        )
+
+
+def _wait_until(scan: Scan, predicate: Any, worker: WorkerProcess, what: str) -> None:
+    def check() -> bool:
+        scan.refresh_from_db()
+        return bool(predicate(scan))
+
+    wait_for(
+        check,
+        timeout=120,
+        what=f"{what}; the worker's log:\n{worker.output()[-3000:]}",
+    )
+
+
+def _assert_every_object_read(scan: Scan, count: int) -> None:
+    scan.refresh_from_db()
+    assert scan.status == Scan.Status.COMPLETED
+    headers = ObjectHeader.objects.of_scan(scan)
+    assert headers.filter(status=ObjectHeader.Status.OK).count() == count
+    assert scan.studies.get().instance_count == count
+    # The counters say what the rows say.
+    assert (scan.objects_listed, scan.objects_done, scan.objects_pending) == (
+        count,
+        ScanObject.objects.filter(scan=scan).count(),
+        ScanUnread.objects.filter(scan=scan).count(),
+    )
+    assert (scan.objects_done, scan.objects_pending, scan.objects_unreadable) == (
+        count,
+        0,
+        0,
+    )
+    assert scan.paused_since is None
+
+
+def test_a_slowdown_storm_mid_scan_ends_completed_with_every_object_read(
+    celery_worker_process: WorkerProcess,
+    localaws: LocalAWSHandle,
+    client_alice: Client,
+    datastore: Datastore,
+) -> None:
+    _put_objects(localaws, 40)
+    localaws.add_fault(service="s3", latency_ms=50)
+    # Ten reads go through, then 60% of GETs are throttled until the storm is lifted below.
+    localaws.add_fault(
+        service="s3", operation="GetObject", error="SlowDown", rate=0.6, after=10
+    )
+    client_alice.post("/scans/start/", {"datastore": str(datastore.pk)})
+    scan = Scan.objects.get()
+
+    def throttled() -> int:
+        calls = localaws.calls("s3", "GetObject")
+        return len([c for c in calls if c.get("error") == "SlowDown"])
+
+    # The storm lasts until it has throttled forty reads, or to the end of the scan if sooner.
+    wait_for(
+        lambda: (
+            throttled() >= 40
+            or not Scan.objects.filter(status__in=Scan.ACTIVE).exists()
+        ),
+        timeout=120,
+        what="the storm to throttle forty reads",
+    )
+    localaws.clear_faults()
+    _wait_until(
+        scan, lambda s: not s.is_active, celery_worker_process, "the scan to end"
+    )
+    # It was a storm: each of those reads failed, and was read again later in the same scan.
+    assert throttled() >= 20
+    _assert_every_object_read(scan, 40)
+
+
+def test_s3_stopped_while_listing_and_while_reading_ends_completed_once_it_is_back(
+    celery_worker_process: WorkerProcess,
+    localaws: LocalAWSHandle,
+    client_alice: Client,
+    datastore: Datastore,
+) -> None:
+    _put_objects(localaws, 60)
+    # Slow reads, so that the second outage finds most objects still unread.
+    localaws.add_fault(service="s3", latency_ms=300)
+    server = localaws.server
+    server.stop()
+    try:
+        client_alice.post("/scans/start/", {"datastore": str(datastore.pk)})
+        scan = Scan.objects.get()
+        _wait_until(
+            scan,
+            lambda s: s.paused_since is not None,
+            celery_worker_process,
+            "the scan to pause while S3 is down before the listing",
+        )
+        assert (scan.status, scan.objects_listed) == (Scan.Status.RUNNING, 0)
+        assert scan.listing_finished_at is None
+        server.start()
+        wait_for(
+            lambda: len(localaws.calls("s3", "GetObject")) >= 10,
+            timeout=120,
+            what="the first reads",
+        )
+        server.stop()
+        _wait_until(
+            scan,
+            lambda s: s.paused_since is not None,
+            celery_worker_process,
+            "the scan to pause while S3 is down mid-reading",
+        )
+        assert scan.status == Scan.Status.RUNNING
+        assert scan.listing_finished_at is not None
+        assert scan.objects_done < 60
+    finally:
+        if server._server is None:
+            server.start()
+    _wait_until(
+        scan, lambda s: not s.is_active, celery_worker_process, "the scan to end"
+    )
+    _assert_every_object_read(scan, 60)
+
+
+def test_read_the_rest_in_the_worker_completes_an_incomplete_scan(
+    celery_worker_process: WorkerProcess,
+    localaws: LocalAWSHandle,
+    client_alice: Client,
+    datastore: Datastore,
+    settings: Any,
+) -> None:
+    _put_objects(localaws, 30)
+    # The storm outlasts the patience (short in this process, where this first run happens).
+    settings.SCAN_PATIENCE_S = 1.0
+    settings.AWS_MAX_ATTEMPTS = 1
+    localaws.add_fault(
+        service="s3", operation="GetObject", error="SlowDown", rate=1.0, after=12
+    )
+    scan, _ = control.scan_start(
+        actor=None,
+        bucket="dicom-input",
+        prefix="incoming/",
+        region="us-east-1",
+        enqueue=False,
+    )
+    result = run.scan_run(scan_id=scan.pk)
+    assert result is not None
+    assert (result.status, result.objects_done, result.objects_pending) == (
+        Scan.Status.INCOMPLETE,
+        12,
+        18,
+    )
+    assert "18 objects could not be read because S3 did not answer" in result.error
+    page = client_alice.get(f"/scans/{scan.pk}/").content.decode()
+    assert "Read the rest" in page
+    localaws.clear_faults()
+    localaws.clear_calls()
+    client_alice.post(f"/scans/{scan.pk}/read-rest/")
+    _wait_until(
+        scan, lambda s: not s.is_active, celery_worker_process, "the rest to be read"
+    )
+    _assert_every_object_read(scan, 30)
+    assert len(localaws.calls("s3", "GetObject")) == 18

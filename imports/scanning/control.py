@@ -92,6 +92,39 @@ def scan_cancel(*, scan: Scan, actor: Actor) -> bool:
     return bool(updated)
 
 
+def scan_read_rest(*, scan: Scan, actor: Actor, enqueue: bool = True) -> bool:
+    """Send an Incomplete scan back to read only what S3 did not answer for (its ScanUnread rows).
+
+    Returns False when the scan is not Incomplete (a second press, or it ended otherwise) or when
+    another scan of its prefix is running: one active scan per prefix still holds.
+    """
+    try:
+        with transaction.atomic():
+            updated = Scan.objects.filter(
+                pk=scan.pk, status=Scan.Status.INCOMPLETE
+            ).update(
+                status=Scan.Status.QUEUED,
+                error="",
+                finished_at=None,
+                cancel_requested=False,
+                # A fresh budget for the stalled-scan recovery: this is a new run of the scan.
+                attempts=0,
+            )
+            if not updated:
+                return False
+            audit_record(
+                actor=actor,
+                action=AuditEvent.Action.SCAN_STARTED,
+                target=scan,
+                summary=f"Started reading the rest of the scan of {scan.uri}",
+            )
+            if enqueue:
+                scan_prefix.delay_on_commit(scan.pk)  # type: ignore[attr-defined]
+    except IntegrityError:
+        return False
+    return True
+
+
 def scans_recover_stalled() -> list[int]:
     """Requeue running scans whose worker died (no heartbeat for SCAN_STALL_TIMEOUT_S); run by beat.
 
@@ -104,13 +137,19 @@ def scans_recover_stalled() -> list[int]:
     requeued: list[int] = []
     for scan in stalled:
         if scan.attempts >= settings.SCAN_MAX_ATTEMPTS:
-            Scan.objects.filter(
+            if Scan.objects.filter(
                 pk=scan.pk, status=Scan.Status.RUNNING, heartbeat_at__lt=cutoff
             ).update(
                 status=Scan.Status.FAILED,
                 error=f"The scan stopped {scan.attempts} times without finishing (its worker was lost); start it again.",
                 finished_at=timezone.now(),
-            )
+                paused_since=None,
+            ):
+                logger.warning(
+                    "Scan %s failed after %s attempts: its worker was lost each time",
+                    scan.pk,
+                    scan.attempts,
+                )
             continue
         with transaction.atomic():
             # Conditional, so that a scan that just came back to life is left alone.

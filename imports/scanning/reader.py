@@ -1,12 +1,16 @@
 """Reading one S3 object version for a scan: a DICOM header with ranged GETs, or a JSON metadata file.
 
 Runs in the scan's thread pool, so nothing here touches the database: each read returns an unsaved
-ObjectHeader, and the pipeline (imports.scanning.run) writes them in batches.
+ObjectHeader, and the pipeline (imports.scanning.run) writes them in batches. A transient S3 failure
+(throttling, 5xx, timeouts, no connection) is not a result: it comes back as a TransientFailure and
+the pipeline reads the object again later.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
+from dataclasses import dataclass
 
 from django.conf import settings
 
@@ -15,16 +19,15 @@ from imports.dicom import HeaderRead, read_header, sniff_kind
 from imports.dicomjson import validate_dicom_json
 from imports.models import ObjectHeader
 
-# Marks an S3 failure while reading (throttling that outlasted retries, a denied GET): such a
-# result is not the object's fault and is read again by the next scan.
-TRANSIENT_PREFIX = "S3: "
+logger = logging.getLogger(__name__)
 
 
-def is_transient(header: ObjectHeader) -> bool:
-    """An S3 error (not the file's fault) during an earlier read: read again rather than trust it."""
-    return header.status == ObjectHeader.Status.UNREADABLE and header.error.startswith(
-        TRANSIENT_PREFIX
-    )
+@dataclass(frozen=True)
+class TransientFailure:
+    """S3 did not answer this time; says nothing about the object, so it is never recorded as its result."""
+
+    obj: aws.S3Object
+    error: aws.AwsError
 
 
 class FirstReadSizes:
@@ -75,8 +78,70 @@ class FirstReadSizes:
 
 def read_object(
     region: str, bucket: str, obj: aws.S3Object, first_read: int | None = None
+) -> ObjectHeader | TransientFailure:
+    """Read what the scan needs from one object version. Never raises: problems become the status.
+
+    Any exception, including one nobody foresaw (a RecursionError from JSON nested a thousand
+    deep), becomes this object's recorded reason, so one odd file cannot stop a scan.
+    """
+    try:
+        return _read(region, bucket, obj, first_read)
+    except aws.AwsError as error:
+        return _s3_answer(bucket, obj, error)
+    except Exception as error:
+        # Logged without the key or the message, which may quote file content or a patient's name.
+        logger.exception(
+            "Reading one object failed unexpectedly (%s)", type(error).__name__
+        )
+        return _unexpected(bucket, obj, error)
+
+
+def _s3_answer(
+    bucket: str, obj: aws.S3Object, error: aws.AwsError
+) -> ObjectHeader | TransientFailure:
+    if error.transient:
+        return TransientFailure(obj=obj, error=error)
+    # A permanent answer about this object (AccessDenied, a key deleted since the listing): this
+    # scan's result, but about access rather than content, so a later scan asks again.
+    kind = sniff_kind(obj.key, b"")
+    return ObjectHeader(
+        bucket=bucket,
+        key=obj.key,
+        etag=obj.etag,
+        size=obj.size,
+        kind=kind,
+        status=ObjectHeader.Status.UNREADABLE,
+        error=str(error),
+        reusable=False,
+    )
+
+
+def _unexpected(bucket: str, obj: aws.S3Object, error: Exception) -> ObjectHeader:
+    kind = sniff_kind(obj.key, b"")
+    if isinstance(error, RecursionError):
+        reason = (
+            "The file is nested too deeply to read (over Python's recursion limit)."
+        )
+    else:
+        reason = f"The file could not be checked: {type(error).__name__}."
+    return ObjectHeader(
+        bucket=bucket,
+        key=obj.key,
+        etag=obj.etag,
+        size=obj.size,
+        kind=kind,
+        status=ObjectHeader.Status.JSON_INVALID
+        if kind == "json"
+        else ObjectHeader.Status.UNREADABLE,
+        error=reason,
+        # Perhaps our failing rather than the file's: a later scan (and a fixed reader) tries again.
+        reusable=False,
+    )
+
+
+def _read(
+    region: str, bucket: str, obj: aws.S3Object, first_read: int | None
 ) -> ObjectHeader:
-    """Read what the scan needs from one object version. Never raises: problems become the status."""
     header = ObjectHeader(bucket=bucket, key=obj.key, etag=obj.etag, size=obj.size)
     name_kind = sniff_kind(obj.key, b"")
     if obj.size == 0:
@@ -100,19 +165,13 @@ def read_object(
             first_bytes.append(data)
         return data
 
-    try:
-        # read_header lets fetch's errors through, so an S3 failure is never taken for a bad file.
-        result = read_header(
-            fetch,
-            size=obj.size,
-            first_read=first_read or settings.SCAN_FIRST_READ_BYTES,
-        )
-    except aws.AwsError as error:
-        # Not the file's fault: marked so that the next scan reads it again.
-        header.kind = name_kind
-        header.status = ObjectHeader.Status.UNREADABLE
-        header.error = f"{TRANSIENT_PREFIX}{error}"
-        return header
+    # read_header lets fetch's AwsErrors through (read_object sorts them), so an S3 failure is
+    # never taken for a bad file.
+    result = read_header(
+        fetch,
+        size=obj.size,
+        first_read=first_read or settings.SCAN_FIRST_READ_BYTES,
+    )
     head = first_bytes[0] if first_bytes else b""
     if (
         result.status == "not_dicom"
@@ -195,18 +254,13 @@ def _read_json(
         )
         header.requests = requests
         return header
-    try:
-        data = (
-            head
-            if len(head) >= obj.size
-            else aws.s3_get_range(
-                region=region, bucket=bucket, key=obj.key, start=0, end=obj.size - 1
-            )
+    data = (
+        head
+        if len(head) >= obj.size
+        else aws.s3_get_range(
+            region=region, bucket=bucket, key=obj.key, start=0, end=obj.size - 1
         )
-    except aws.AwsError as error:
-        header.status = ObjectHeader.Status.UNREADABLE
-        header.error = f"{TRANSIENT_PREFIX}{error}"
-        return header
+    )
     header.requests = requests + (0 if len(head) >= obj.size else 1)
     header.bytes_read = len(data) + (len(head) if len(head) < obj.size else 0)
     check = validate_dicom_json(data, max_bytes=limit)

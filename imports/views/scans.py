@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
@@ -127,6 +128,20 @@ def scan_progress(request: HttpRequest, pk: int) -> HttpResponse:
 def scan_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     scan = get_scan_for_user(request, pk)
     control.scan_cancel(scan=scan, actor=request.user)
+    return redirect("imports:scan_detail", pk=scan.pk)
+
+
+@require_POST
+@permission_required("imports.browse_datastore", raise_exception=True)
+def scan_read_rest(request: HttpRequest, pk: int) -> HttpResponse:
+    """Read again only the objects an Incomplete scan could not read."""
+    scan = get_scan_for_user(request, pk)
+    if not control.scan_read_rest(scan=scan, actor=request.user):
+        messages.error(
+            request,
+            "Only an incomplete scan can read the rest, and only while no other scan of its "
+            "prefix is running.",
+        )
     return redirect("imports:scan_detail", pk=scan.pk)
 
 

@@ -1,4 +1,4 @@
-"""`python manage.py scan s3://bucket/prefix/ [--json]`: the scan service, from a shell."""
+"""`python manage.py scan s3://bucket/prefix/ [--json] [--rest]`: the scan service, from a shell."""
 
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--json", action="store_true", help="print one JSON line per object"
         )
+        parser.add_argument(
+            "--rest",
+            action="store_true",
+            help="read only the objects the last incomplete scan of this prefix could not read",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -44,6 +49,42 @@ class Command(BaseCommand):
             datastore.region if datastore else settings.AWS_DEFAULT_REGION
         )
         bucket, prefix = split_s3_uri(options["uri"])
+        if options["rest"]:
+            scan = self._read_rest(bucket, prefix)
+        else:
+            scan = self._start(bucket, prefix, region, datastore)
+        result = run.scan_run(scan_id=scan.pk)
+        assert result is not None  # we queued it, so we claim it
+        if options["json"]:
+            self._print_objects(result)
+        else:
+            self._print_summary(result)
+        if result.status != Scan.Status.COMPLETED:
+            raise CommandError(
+                result.error or f"The scan ended {result.get_status_display().lower()}."
+            )
+
+    def _read_rest(self, bucket: str, prefix: str) -> Scan:
+        scan = (
+            Scan.objects.filter(
+                bucket=bucket, prefix=prefix, status=Scan.Status.INCOMPLETE
+            )
+            .order_by("-created_at", "-id")
+            .first()
+        )
+        if scan is None:
+            raise CommandError(
+                f"No incomplete scan of s3://{bucket}/{prefix} to read the rest of."
+            )
+        if not control.scan_read_rest(scan=scan, actor=None, enqueue=False):
+            raise CommandError(
+                f"Scan {scan.pk} cannot read the rest now: another scan of its prefix is running."
+            )
+        return scan
+
+    def _start(
+        self, bucket: str, prefix: str, region: str, datastore: Datastore | None
+    ) -> Scan:
         scan, created = control.scan_start(
             actor=None,
             bucket=bucket,
@@ -56,16 +97,7 @@ class Command(BaseCommand):
             raise CommandError(
                 f"A scan of {scan.uri} is already running (scan {scan.pk}); try again when it ends."
             )
-        result = run.scan_run(scan_id=scan.pk)
-        assert result is not None  # we created it, so we claim it
-        if options["json"]:
-            self._print_objects(result)
-        else:
-            self._print_summary(result)
-        if result.status != Scan.Status.COMPLETED:
-            raise CommandError(
-                result.error or f"The scan ended {result.get_status_display().lower()}."
-            )
+        return scan
 
     def _print_objects(self, scan: Scan) -> None:
         headers = ObjectHeader.objects.of_scan(scan).order_by("key")
@@ -97,6 +129,10 @@ class Command(BaseCommand):
         self.stdout.write(
             f"  unreadable or not DICOM  {scan.objects_unreadable:,} unreadable"
         )
+        if scan.objects_pending:
+            self.stdout.write(
+                f"  not read  {scan.objects_pending:,} (S3 did not answer; rerun with --rest)"
+            )
         self.stdout.write(
             f"  studies   {studies:,} ({flagged:,} with inconsistent attributes), series {series:,}"
         )
