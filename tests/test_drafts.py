@@ -349,3 +349,25 @@ def test_hostile_json_files_under_the_prefix_are_each_refused_with_a_reason(
     response = client_alice.get(reverse("imports:draft_detail", args=[draft.pk]))
     assert response.status_code == 200
     assert "keyword keys are not allowed" in response.content.decode()
+
+
+def test_json_files_read_before_documents_were_kept_are_read_again(db: None) -> None:
+    import importlib
+
+    from django.apps import apps
+
+    from imports.models import ObjectHeader
+
+    migration = importlib.import_module("imports.migrations.0012_reread_json_metadata")
+    common = {"bucket": "b", "size": 2, "kind": ObjectHeader.Kind.JSON}
+    old = ObjectHeader.objects.create(
+        key="old.json", etag="1", status=ObjectHeader.Status.JSON_VALID, **common
+    )
+    new = ObjectHeader.objects.create(
+        key="new.json", etag="1", status=ObjectHeader.Status.JSON_VALID,
+        json_document={}, **common,
+    )  # fmt: skip
+    migration.forward(apps, None)
+    old.refresh_from_db()
+    new.refresh_from_db()
+    assert (old.reusable, new.reusable) == (False, True)

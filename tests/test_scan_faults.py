@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from imports.models import ObjectHeader, Scan, ScanObject, ScanUnread
-from imports.scanning import control, run
+from imports.scanning import control, reader, run
 from localaws.testing import LocalAWSHandle, dicom_bytes
 
 STUDY = "1.2.826.0.1.3680043.8.498.12"
@@ -204,11 +204,24 @@ def test_a_json_file_nested_a_thousand_deep_is_recorded_as_invalid_and_the_scan_
         ObjectHeader.Kind.JSON,
         ObjectHeader.Status.JSON_INVALID,
     )
-    assert deep.error == (
-        "The file is nested too deeply to read (over Python's recursion limit)."
-    )
+    assert deep.error.startswith("nested too deeply")
     assert scan.studies.get().instance_count == 30
     assert_counters_match_rows(scan)
+
+
+def test_an_unforeseen_error_on_one_object_becomes_its_reason_and_the_scan_goes_on(
+    db: None, bucket: LocalAWSHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def checker_bug(data: bytes, **kwargs: object) -> None:
+        raise ZeroDivisionError("a bug in the checker")
+
+    monkeypatch.setattr(reader, "validate_dicom_json", checker_bug)
+    bucket.put("s3://scan-in/incoming/odd.json", "{}")
+    scan = run_scan()
+    assert scan.status == Scan.Status.COMPLETED
+    odd = ObjectHeader.objects.of_scan(scan).get(key="incoming/odd.json")
+    assert odd.error == "The file could not be checked: ZeroDivisionError."
+    assert scan.studies.get().instance_count == 30
 
 
 # --- the page ---------------------------------------------------------------------------------

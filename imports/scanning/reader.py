@@ -81,8 +81,8 @@ def read_object(
 ) -> ObjectHeader | TransientFailure:
     """Read what the scan needs from one object version. Never raises: problems become the status.
 
-    Any exception, including one nobody foresaw (a RecursionError from JSON nested a thousand
-    deep), becomes this object's recorded reason, so one odd file cannot stop a scan.
+    Any exception, including one nobody foresaw, becomes this object's recorded reason, so one odd
+    file cannot stop a scan.
     """
     try:
         return _read(region, bucket, obj, first_read)
@@ -118,12 +118,7 @@ def _s3_answer(
 
 def _unexpected(bucket: str, obj: aws.S3Object, error: Exception) -> ObjectHeader:
     kind = sniff_kind(obj.key, b"")
-    if isinstance(error, RecursionError):
-        reason = (
-            "The file is nested too deeply to read (over Python's recursion limit)."
-        )
-    else:
-        reason = f"The file could not be checked: {type(error).__name__}."
+    reason = f"The file could not be checked: {type(error).__name__}."
     return ObjectHeader(
         bucket=bucket,
         key=obj.key,
