@@ -371,3 +371,20 @@ def test_json_files_read_before_documents_were_kept_are_read_again(db: None) -> 
     old.refresh_from_db()
     new.refresh_from_db()
     assert (old.reusable, new.reusable) == (False, True)
+
+
+def test_an_unlistable_prefix_starts_a_scan_that_says_why_instead_of_failing(
+    scanned: Scan,
+    store: Datastore,
+    alice: User,
+    world: LocalAWSHandle,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    world.add_fault(service="s3", operation="ListObjectsV2", error="AccessDenied")
+    with django_capture_on_commit_callbacks(execute=False):
+        draft = drafts.draft_start(
+            actor=alice, datastore=store, input_s3_uri=INPUT, output_s3_uri=OUTPUT
+        )
+    assert draft.scan is not None
+    assert draft.scan != scanned
+    assert draft.scan.status == Scan.Status.QUEUED

@@ -27,7 +27,7 @@ def index_for_prefix(
         .order_by("-finished_at", "-id")
         .first()
     )
-    if latest is not None and scan_is_current(scan=latest):
+    if latest is not None and _still_current(latest):
         return latest
     scan, _ = control.scan_start(
         actor=actor,
@@ -37,6 +37,15 @@ def index_for_prefix(
         datastore=datastore,
     )
     return scan
+
+
+def _still_current(scan: Scan) -> bool:
+    try:
+        return scan_is_current(scan=scan)
+    except aws.AwsError:
+        # The prefix cannot be listed now. A new scan retries through an outage and ends with a plain reason
+        # (access denied, no such bucket) that the composer shows, instead of this request failing.
+        return False
 
 
 def scan_is_current(*, scan: Scan) -> bool:
