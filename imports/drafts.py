@@ -15,7 +15,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Q, QuerySet
 
 from imports import aws
 from imports.audit import Actor, audit_record
@@ -520,10 +520,28 @@ def draft_csv_rows(*, draft: ImportDraft) -> Iterator[list[str]]:
 # --- The list ------------------------------------------------------------------------------
 
 
-def drafts_listed() -> Any:
-    return ImportDraft.objects.select_related("datastore", "owner").annotate(
+def drafts_listed(
+    *, owner: Any = None, state: str = "", text: str = ""
+) -> QuerySet[ImportDraft]:
+    """The Drafts list, with its mapping counts; `state` is the last validation's verdict."""
+    drafts = ImportDraft.objects.select_related("datastore", "owner").annotate(
         mapping_count=Count("mappings")
     )
+    if owner is not None:
+        drafts = drafts.filter(owner=owner)
+    if state == "error":
+        drafts = drafts.filter(error_count__gt=0)
+    elif state == "warning":
+        drafts = drafts.filter(error_count=0, warning_count__gt=0)
+    elif state == "valid":
+        drafts = drafts.filter(error_count=0, warning_count=0, mapping_count__gt=0)
+    elif state == "empty":
+        drafts = drafts.filter(mapping_count=0)
+    if text:
+        drafts = drafts.filter(
+            Q(job_name__icontains=text) | Q(input_s3_uri__icontains=text)
+        )
+    return drafts
 
 
 # --- Confirmation ---------------------------------------------------------------------------

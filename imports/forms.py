@@ -240,3 +240,16 @@ class DraftConfirmForm(DraftVersionForm):
     acknowledge_warnings = forms.BooleanField(
         required=False, label="I have read the warnings and want to import anyway."
     )
+
+
+class DraftFilterForm(forms.Form):
+    STATES = [
+        ("", "Any state"),
+        ("error", "With errors"),
+        ("warning", "With warnings only"),
+        ("valid", "Valid"),
+        ("empty", "No mappings"),
+    ]
+    mine = forms.BooleanField(label="Only mine", required=False)
+    state = forms.ChoiceField(choices=STATES, required=False)
+    q = forms.CharField(label="Job name or input", required=False, max_length=200)

@@ -496,3 +496,23 @@ def test_study_level_csv_rows_for_a_study_and_a_series_of_another_study(
     assert upload(client_alice, draft, body).status_code == 302
     problems = drafts.draft_validate(draft=draft)
     assert "series_not_in_study" in {p.code for p in problems}
+
+
+def test_the_drafts_page_filters_by_state_owner_and_text(
+    client_alice: Client, client_carol: Client, draft: ImportDraft
+) -> None:
+    drafts.draft_assign(
+        draft=draft, actor=None, version=1, targets=[(STUDY_B, "")], path=WRONG_VR_FILE
+    )
+    drafts.draft_validate(draft=draft)
+    url = reverse("imports:draft_list")
+    link = reverse("imports:draft_detail", args=[draft.pk])
+    assert link in client_alice.get(url, {"state": "error"}).content.decode()
+    assert link not in client_alice.get(url, {"state": "valid"}).content.decode()
+    assert link in client_alice.get(url, {"mine": "on"}).content.decode()
+    assert link not in client_carol.get(url, {"mine": "on"}).content.decode()
+    assert link in client_alice.get(url, {"q": "draft-in"}).content.decode()
+    assert link not in client_alice.get(url, {"q": "elsewhere"}).content.decode()
+    refused = client_alice.get(url, {"state": "bogus"}).content.decode()
+    assert link not in refused
+    assert "Select a valid choice" in refused

@@ -27,12 +27,18 @@ from imports.forms import (
     DraftAssignForm,
     DraftConfirmForm,
     DraftCsvForm,
+    DraftFilterForm,
     DraftSettingsForm,
     DraftStartForm,
     DraftUnmapForm,
 )
 from imports.models import AuditEvent, ImportDraft, Scan, ScanSeries
-from imports.views.common import HtmxHttpRequest, csv_response, get_scan_for_user
+from imports.views.common import (
+    HtmxHttpRequest,
+    csv_response,
+    filters_query,
+    get_scan_for_user,
+)
 
 REVEALED_SESSION_KEY = "revealed_drafts"
 EDIT_PERMISSION = "imports.import_to_datastore"
@@ -49,11 +55,26 @@ def _get_draft_for_user(request: HttpRequest, pk: int) -> ImportDraft:
 @require_GET
 @permission_required("imports.view_importdraft", raise_exception=True)
 def draft_list(request: HtmxHttpRequest) -> HttpResponse:
-    page = Paginator(drafts.drafts_listed(), 25).get_page(request.GET.get("page"))
+    form = DraftFilterForm(request.GET)
+    listed = (
+        drafts.drafts_listed(
+            owner=request.user if form.cleaned_data["mine"] else None,
+            state=form.cleaned_data["state"],
+            text=form.cleaned_data["q"],
+        )
+        if form.is_valid()
+        else ImportDraft.objects.none()
+    )
+    page = Paginator(listed, 25).get_page(request.GET.get("page"))
     return render(
         request,
         "imports/draft_list.html",
-        {"page": page, "can_edit": request.user.has_perm(EDIT_PERMISSION)},
+        {
+            "form": form,
+            "page": page,
+            "query": filters_query(request),
+            "can_edit": request.user.has_perm(EDIT_PERMISSION),
+        },
     )
 
 
