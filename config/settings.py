@@ -165,8 +165,15 @@ LOGGING = {
             "formatter": "plain",
         }
     },
+    "filters": {
+        "refusals_are_not_errors": {"()": "config.log_filters.RefusalsAreNotErrors"}
+    },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's default "console" handler (DEBUG only) on top of the root's printed every line twice.
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        # A 403 is logged as one line by imports.views.errors, not as a PermissionDenied traceback.
+        "django.request": {"filters": ["refusals_are_not_errors"]},
         # botocore logs request parameters (study UIDs are PHI-adjacent) at DEBUG.
         "botocore": {"level": "WARNING"},
         "boto3": {"level": "WARNING"},
