@@ -21,7 +21,8 @@ demo: export AWS_SECRET_ACCESS_KEY = localaws
 demo: export AWS_DEFAULT_REGION = us-east-1
 demo: install
 	$(BIN)/python manage.py migrate --no-input
-	$(BIN)/honcho --procfile Procfile.demo start
+	# config/demo.py: honcho with a grace period the worker's shutdown fits in (Procfile.demo explains the worker line).
+	$(BIN)/python -m config.demo --procfile Procfile.demo start
 
 test: install lint typecheck pytest
 

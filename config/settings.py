@@ -165,8 +165,15 @@ LOGGING = {
             "formatter": "plain",
         }
     },
+    "filters": {
+        "refusals_are_not_errors": {"()": "config.log_filters.RefusalsAreNotErrors"}
+    },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's default "console" handler (DEBUG only) on top of the root's printed every line twice.
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        # A 403 is logged as one line by imports.views.errors, not as a PermissionDenied traceback.
+        "django.request": {"filters": ["refusals_are_not_errors"]},
         # botocore logs request parameters (study UIDs are PHI-adjacent) at DEBUG.
         "botocore": {"level": "WARNING"},
         "boto3": {"level": "WARNING"},
@@ -188,6 +195,9 @@ if CELERY_BROKER_URL == "filesystem://":
         "processed_folder": str(_celery_dir / "processed"),
         "control_folder": str(_celery_dir / "control"),
         "store_processed": False,
+        # kombu polls the folder once a second by default, and a worker's shutdown waits out
+        # several polls: with Ctrl-C in `make demo` that ran past honcho's 5 s before SIGKILL.
+        "polling_interval": 0.1,
     }
     for _folder in ("queue", "processed", "control"):
         (_celery_dir / _folder).mkdir(parents=True, exist_ok=True)
@@ -205,6 +215,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=30 * 60)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=35 * 60)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker told to stop cold (SIGQUIT; SIGTERM too under REMAP_SIGTERM=SIGQUIT, as in Procfile.demo) lets
+# running tasks go on this many seconds, then cancels them; late acks put them back on the queue.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float(
+    "CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", default=0.0
+)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "recover-stalled-scans": {
         "task": "imports.scans_recover_stalled",

@@ -31,3 +31,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("imports.urls")),
 ]
+
+# The site's own refusal and error pages (templates/403.html, 404.html, 500.html).
+handler403 = "imports.views.errors.permission_denied"
+handler404 = "imports.views.errors.page_not_found"

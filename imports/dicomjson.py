@@ -32,6 +32,7 @@ from pydicom.dataset import Dataset
 from pydicom.valuerep import VR
 
 from imports.dicom import uid_problem
+from imports.units import bytes_format
 
 DEFAULT_MAX_BYTES = 1024 * 1024
 # Arrays and objects nested deeper than this are refused before they are checked. A nested sequence costs 3 levels
@@ -151,13 +152,6 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number; use null for an empty value")
 
 
-def _human(n: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
-
-
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
@@ -215,7 +209,7 @@ def validate_dicom_json(
         errors.append(
             JsonIssue(
                 "",
-                f"file is {_human(size)}; metadata files are read up to {_human(max_bytes)} only",
+                f"file is {bytes_format(size)}; metadata files are read up to {bytes_format(max_bytes)} only",
             )
         )
         return DicomJsonCheck(errors=errors)

@@ -5,6 +5,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from django.urls import reverse_lazy
 
 from imports.models import AuditEvent, Datastore, Scan
 from imports.validators import (
@@ -23,13 +24,20 @@ class BrowseForm(forms.Form):
         queryset=Datastore.objects.filter(enabled=True),
         required=False,
         empty_label="No datastore",
+        # Choosing opens the datastore at once (htmx sends the select alone, without the URI).
+        widget=forms.Select(attrs={"hx-get": reverse_lazy("imports:browse")}),
     )
     uri = forms.CharField(
         label="S3 URI",
         required=False,
         max_length=1024,
         widget=forms.TextInput(
-            attrs={"placeholder": "s3://bucket/prefix/", "spellcheck": "false"}
+            # No autocomplete: the browser would restore a typed value on Back, over the folder shown.
+            attrs={
+                "placeholder": "s3://bucket/prefix/",
+                "spellcheck": "false",
+                "autocomplete": "off",
+            }
         ),
     )
 
@@ -60,36 +68,65 @@ class BrowseForm(forms.Form):
 
 class ScanFilterForm(forms.Form):
     status = forms.ChoiceField(
-        choices=[("", "Any status"), *Scan.Status.choices], required=False
+        choices=[("", "Any status"), *Scan.Status.choices],
+        required=False,
+        error_messages={
+            "invalid_choice": "“%(value)s” is not a scan status; choose one from the list."
+        },
     )
     q = forms.CharField(label="Bucket or prefix", required=False, max_length=200)
 
 
+# The audit table shows ISO dates; the filters take the same form, in plain text inputs, because a
+# date input shows the browser's locale format ("31/01/2026") next to a table that says 2026-01-31.
+ISO_DATE_ERRORS = {"invalid": "Enter the date as YYYY-MM-DD, for example 2026-01-31."}
+
+
+def _iso_date_input() -> forms.TextInput:
+    return forms.TextInput(
+        attrs={"placeholder": "YYYY-MM-DD", "inputmode": "numeric", "size": "10"}
+    )
+
+
 class AuditFilterForm(forms.Form):
     action = forms.ChoiceField(
-        choices=[("", "Any action"), *AuditEvent.Action.choices], required=False
+        choices=[("", "Any action"), *AuditEvent.Action.choices],
+        required=False,
+        error_messages={
+            "invalid_choice": "“%(value)s” is not an action of the audit trail; choose one from the list."
+        },
     )
     actor = forms.CharField(label="User", required=False, max_length=150)
     since = forms.DateField(
-        label="From", required=False, widget=forms.DateInput(attrs={"type": "date"})
+        label="From",
+        required=False,
+        input_formats=["%Y-%m-%d"],
+        widget=_iso_date_input(),
+        error_messages=ISO_DATE_ERRORS,
     )
     until = forms.DateField(
-        label="To", required=False, widget=forms.DateInput(attrs={"type": "date"})
+        label="To",
+        required=False,
+        input_formats=["%Y-%m-%d"],
+        widget=_iso_date_input(),
+        error_messages=ISO_DATE_ERRORS,
     )
     q = forms.CharField(label="Text", required=False, max_length=200)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         if data.get("since") and data.get("until") and data["since"] > data["until"]:
-            raise ValidationError(
-                "“From” is after “To”: choose a start date on or before the end date."
+            # On "To", so that it shows next to a field rather than above the table.
+            self.add_error(
+                "until",
+                "“From” is after “To”: choose a start date on or before the end date.",
             )
         return data
 
     def filter(self, events: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
-        """The events matching the valid filters (all of them while the form is unbound or invalid)."""
+        """The events matching the filters; none while a filter is invalid (the form says why)."""
         if not self.is_valid():
-            return events
+            return events.none()
         data = self.cleaned_data
         if data["action"]:
             events = events.filter(action=data["action"])

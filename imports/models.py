@@ -281,6 +281,15 @@ class Scan(models.Model):
     started_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
+
+    class Origin(models.TextChoices):
+        DASHBOARD = "dashboard", "the dashboard"
+        CLI = "cli", "the command line (manage.py scan)"
+
+    # Where the scan was started: a CLI scan has no user, and must not read as "system".
+    origin = models.CharField(
+        max_length=16, choices=Origin.choices, default=Origin.DASHBOARD
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     # Written with every progress update; a running scan whose heartbeat stops lost its worker.

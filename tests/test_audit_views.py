@@ -67,7 +67,7 @@ def test_it_explains_an_impossible_date_range(client_bob: Client) -> None:
 def test_it_answers_htmx_with_the_table_only(client_bob: Client) -> None:
     content = client_bob.get("/audit/", headers={"HX-Request": "true"}).content.decode()
     assert "<html" not in content
-    assert content.lstrip().startswith('<section id="audit-table"')
+    assert content.lstrip().startswith('<div id="audit">')
 
 
 def test_it_exports_the_filtered_trail_as_csv(client_bob: Client) -> None:
@@ -137,3 +137,93 @@ def test_role_and_account_changes_in_the_admin_are_audited(
         AuditEvent.objects.get(action=AuditEvent.Action.ACCOUNT_DELETED).summary
         == "Deleted user “bob”"
     )
+
+
+def field_error(content: str, field: str) -> str:
+    """The error shown next to one filter field ("" if none)."""
+    marker = f'id="id_{field}_error">'
+    return content.split(marker)[1].split("</p>")[0] if marker in content else ""
+
+
+def test_an_impossible_date_range_lists_nothing_and_says_why_next_to_to(
+    client_bob: Client,
+) -> None:
+    make_events(3)
+    content = client_bob.get(
+        "/audit/", {"since": "2026-02-01", "until": "2026-01-01"}
+    ).content.decode()
+    assert (
+        field_error(content, "until")
+        == "“From” is after “To”: choose a start date on or before the end date."
+    )
+    assert "No events listed: a filter above is not valid." in content
+    assert "Started a scan" not in content
+
+
+def test_an_unknown_action_lists_nothing_and_says_why(client_bob: Client) -> None:
+    make_events(3)
+    content = client_bob.get("/audit/", {"action": "bogus"}).content.decode()
+    assert (
+        field_error(content, "action")
+        == "“bogus” is not an action of the audit trail; choose one from the list."
+    )
+    assert "Started a scan" not in content
+
+
+def test_a_date_that_is_not_iso_lists_nothing_and_says_which_form_to_use(
+    client_bob: Client,
+) -> None:
+    make_events(3)
+    for value in ("notadate", "01/02/2026"):
+        content = client_bob.get("/audit/", {"since": value}).content.decode()
+        assert (
+            field_error(content, "since")
+            == "Enter the date as YYYY-MM-DD, for example 2026-01-31."
+        )
+        assert "Started a scan" not in content
+
+
+def test_the_date_filters_are_labelled_with_the_tables_format(
+    client_bob: Client,
+) -> None:
+    content = client_bob.get("/audit/").content.decode()
+    assert (
+        '<label for="id_since">From <span class="muted">(YYYY-MM-DD)</span></label>'
+        in content
+    )
+    assert (
+        '<input type="text" name="since" placeholder="YYYY-MM-DD" inputmode="numeric"'
+        in content
+    )
+
+
+def test_an_htmx_filter_change_shows_the_error_next_to_its_field(
+    client_bob: Client,
+) -> None:
+    content = client_bob.get(
+        "/audit/", {"action": "bogus"}, headers={"HX-Request": "true"}
+    ).content.decode()
+    assert content.lstrip().startswith('<div id="audit">')
+    assert field_error(content, "action").startswith("“bogus” is not an action")
+
+
+def test_an_invalid_filter_exports_nothing_and_says_why(client_bob: Client) -> None:
+    make_events(3)
+    response = client_bob.get("/audit/export.csv", {"since": "notadate"})
+    assert response.status_code == 400
+    assert response.content.decode() == (
+        "Nothing exported, a filter is not valid. "
+        "From: Enter the date as YYYY-MM-DD, for example 2026-01-31.\n"
+    )
+
+
+def test_a_history_restore_gets_the_whole_page_not_the_fragment(
+    client_bob: Client,
+) -> None:
+    """Back to a page htmx no longer caches: htmx asks again and replaces the whole body."""
+    response = client_bob.get(
+        "/audit/",
+        headers={"HX-Request": "true", "HX-History-Restore-Request": "true"},
+    )
+    assert "<html" in response.content.decode()
+    assert "HX-Request" in response["Vary"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 import pytest
@@ -13,6 +15,19 @@ from imports.scanning import control, run
 from localaws.testing import LocalAWSHandle, dicom_bytes
 
 STUDY = "1.2.826.0.1.3680043.8.498.7"
+
+
+def table_rows(content: str) -> dict[str, list[str]]:
+    """The rows of a page's tables as the text of their cells, keyed by the first cell."""
+    rows = {}
+    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", content, re.S):
+        cells = [
+            html.unescape(re.sub(r"<[^>]+>", "", cell)).strip()
+            for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        ]
+        if cells:
+            rows[cells[0]] = cells
+    return rows
 
 
 @pytest.fixture
@@ -45,13 +60,11 @@ def test_browse_opens_the_datastore_input_folder(
     assert response.status_code == 200
     assert "p1/" in content
     assert "meta.json" in content
-    rows = {
-        row.split("</td>")[0].split(">")[-1]: row
-        for row in content.split('<td class="mono">')[1:]
-    }
-    assert "dicom" in rows["noext"]
-    assert "json" in rows["meta.json"]
-    assert "other" in rows["readme"]
+    rows = table_rows(content)
+    assert rows["noext"][1] == "dicom"
+    assert rows["meta.json"][1] == "json"
+    assert rows["readme"][1] == "other"
+    assert rows["p1/"][1] == "folder"
 
 
 def test_browse_answers_htmx_with_the_listing_fragment_only(
@@ -65,7 +78,9 @@ def test_browse_answers_htmx_with_the_listing_fragment_only(
     content = response.content.decode()
     assert response.status_code == 200
     assert "<html" not in content
-    assert content.lstrip().startswith('<section id="listing"')
+    # The form is part of the fragment, so that the URI field follows the folder shown.
+    assert content.lstrip().startswith('<div id="browse">')
+    assert 'value="s3://dicom-input/incoming/p1/"' in content
     assert "a.dcm" in content
     assert "b.dcm" in content
 
@@ -156,7 +171,7 @@ def test_starting_a_scan_enqueues_it_and_shows_its_page(
     with django_capture_on_commit_callbacks() as callbacks:
         response = client_alice.post(
             "/scans/start/",
-            {"datastore": datastore.pk, "uri": "s3://dicom-input/incoming/p1"},
+            {"datastore": str(datastore.pk), "uri": "s3://dicom-input/incoming/p1"},
         )
     scan = Scan.objects.get()
     assert response.status_code == 302
@@ -238,10 +253,10 @@ def test_the_scan_page_shows_the_tree_masked_and_the_problems(
     assert "D*** J***" in content
     assert "DOE, JOHN" not in content
     assert "Reveal patient names" not in content  # viewers may not
-    assert "incoming/readme" in content
-    assert "Not DICOM" in content
-    assert "incoming/meta.json" in content
-    assert "valid" in content
+    rows = table_rows(content)
+    # Exact cells: "valid" alone would also match "invalid".
+    assert rows["incoming/readme"][1] == "Not DICOM"
+    assert rows["incoming/meta.json"][1] == "valid"
     assert STUDY in content
 
 
@@ -301,8 +316,7 @@ def test_the_scan_list_filters_by_status(
         content = client_bob.get("/scans/").content.decode()
     assert "Page 1 of 2" in content
     filtered = client_bob.get("/scans/", {"status": "failed"}).content.decode()
-    assert "s3://b/p3/" in filtered
-    assert "s3://b/p4/" not in filtered
+    assert list(table_rows(filtered)) == ["s3://b/p3/"]
 
 
 def test_the_scan_exports_every_object_as_csv_without_patient_data(
@@ -354,3 +368,63 @@ def test_browsing_a_folder_again_sniffs_nothing_again(
     content = client_alice.get("/browse/").content.decode()
     assert demo_bucket.calls("s3", "GetObject") == []
     assert "dicom" in content.split("noext")[1].split("</tr>")[0]
+
+
+def test_an_unknown_scan_status_lists_nothing_and_says_why(client_bob: Client) -> None:
+    control.scan_start(
+        actor=None, bucket="b", prefix="p/", region="us-east-1", enqueue=False
+    )
+    content = client_bob.get("/scans/", {"status": "bogus"}).content.decode()
+    assert (
+        '<p class="error field-error" id="id_status_error">“bogus” is not a scan status; choose one from the list.</p>'
+        in content
+    )
+    assert table_rows(content) == {}
+
+
+def test_the_address_bar_names_the_folder_shown_after_an_htmx_request(
+    client_alice: Client, demo_bucket: LocalAWSHandle, datastore: Datastore
+) -> None:
+    # A typed URI without its trailing slash, as a person types it.
+    response = client_alice.get(
+        "/browse/",
+        {"datastore": str(datastore.pk), "uri": "s3://dicom-input/incoming/p1"},
+        headers={"HX-Request": "true"},
+    )
+    content = response.content.decode()
+    assert response["HX-Push-Url"] == (
+        f"/browse/?datastore={datastore.pk}&uri=s3%3A%2F%2Fdicom-input%2Fincoming%2Fp1%2F"
+    )
+    assert 'value="s3://dicom-input/incoming/p1/"' in content
+    assert 'aria-current="location">p1</a>' in content
+
+
+def test_choosing_a_datastore_opens_it(
+    client_alice: Client, demo_bucket: LocalAWSHandle, datastore: Datastore
+) -> None:
+    content = client_alice.get("/browse/").content.decode()
+    # htmx sends the select alone on change (a GET does not include the enclosing form).
+    assert '<select name="datastore" hx-get="/browse/" id="id_datastore">' in content
+    response = client_alice.get(
+        "/browse/", {"datastore": datastore.pk}, headers={"HX-Request": "true"}
+    )
+    assert 'value="s3://dicom-input/incoming/"' in response.content.decode()
+
+
+def test_without_javascript_the_datastore_button_opens_the_datastore_not_the_typed_uri(
+    client_alice: Client, demo_bucket: LocalAWSHandle, datastore: Datastore
+) -> None:
+    content = client_alice.get("/browse/").content.decode()
+    assert (
+        '<noscript><button type="submit" class="button" name="open" value="datastore">Open datastore</button></noscript>'
+        in content
+    )
+    response = client_alice.get(
+        "/browse/",
+        {
+            "datastore": str(datastore.pk),
+            "uri": "s3://dicom-input/incoming/p1/",
+            "open": "datastore",
+        },
+    )
+    assert 'value="s3://dicom-input/incoming/"' in response.content.decode()

@@ -767,7 +767,7 @@ def test_it_refuses_input_over_max_bytes_without_parsing_it() -> None:
     assert not result.is_valid
     assert (
         result.errors[0].message
-        == f"file is {len(big) / 1024:.1f} KiB; metadata files are read up to 1.0 KiB only"
+        == f"file is {len(big) / 1000:.3g} kB; metadata files are read up to 1.02 kB only"
     )
     assert validate_dicom_json(big, max_bytes=len(big)).is_valid
 

@@ -31,6 +31,7 @@ def scan_start(
     region: str,
     datastore: Datastore | None = None,
     enqueue: bool = True,
+    origin: Scan.Origin = Scan.Origin.DASHBOARD,
 ) -> tuple[Scan, bool]:
     """Create a scan of s3://bucket/prefix and enqueue it; or join the one already running there.
 
@@ -56,12 +57,14 @@ def scan_start(
                 if datastore
                 else MAX_BYTES_PER_JOB,
                 started_by=actor if isinstance(actor, User) else None,
+                origin=origin,
             )
             audit_record(
                 actor=actor,
                 action=AuditEvent.Action.SCAN_STARTED,
                 target=scan,
-                summary=f"Started a scan of {scan.uri}",
+                summary=f"Started a scan of {scan.uri}"
+                + (" from the command line" if origin == Scan.Origin.CLI else ""),
             )
             if enqueue:
                 # celery-types does not know DjangoTask, which Celery's Django fixup installs.

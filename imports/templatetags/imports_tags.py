@@ -3,8 +3,36 @@ from __future__ import annotations
 import re
 
 from django import template
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+from imports.units import bytes_format
 
 register = template.Library()
+
+
+@register.filter(name="bytes")
+def bytes_filter(value: int | None) -> str:
+    """A size in decimal units (imports.units), the one convention of every page, CSV and the CLI."""
+    return bytes_format(value)
+
+
+@register.filter
+def key_wrap(value: str | None) -> SafeString:
+    """An S3 key or URI that may wrap after a "/" and nowhere else.
+
+    Each segment is kept whole (nowrap) and a <wbr> after each "/" is the only break opportunity,
+    so "incoming/p1/referral-letter.pdf" never breaks at the hyphen or mid-name.
+    """
+    parts = (value or "").split("/")
+    segments = [f"{part}/" for part in parts[:-1]] + [parts[-1]]
+    return mark_safe(
+        "<wbr>".join(
+            f'<span class="seg">{escape(segment)}</span>'
+            for segment in segments
+            if segment
+        )
+    )
 
 
 @register.filter

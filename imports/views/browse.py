@@ -5,26 +5,32 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from imports import aws, browsing
 from imports.forms import BrowseForm
 from imports.models import Datastore, Scan
-from imports.views.common import HtmxHttpRequest, default_region
+from imports.views.common import (
+    HtmxHttpRequest,
+    default_region,
+    permission_required,
+    render_page,
+)
 
 BROWSE_TOKENS_SESSION_KEY = "browse_tokens"
 
 
 @require_GET
-@permission_required("imports.browse_datastore", raise_exception=True)
+@permission_required("imports.browse_datastore")
 def browse(request: HtmxHttpRequest) -> HttpResponse:
     """A file-manager view of one S3 folder, one page of at most 1,000 entries at a time."""
     datastores = Datastore.objects.filter(enabled=True)
     data = request.GET.copy()
+    if data.pop("open", None) == ["datastore"]:
+        # The no-JavaScript "Open datastore" button: the datastore's input, not the URI still typed.
+        data.pop("uri", None)
     if not data.get("datastore") and not data.get("uri") and len(datastores) == 1:
         data["datastore"] = str(datastores[0].pk)
     form = BrowseForm(data or None)
@@ -73,8 +79,14 @@ def browse(request: HtmxHttpRequest) -> HttpResponse:
                     bucket=listing.bucket, prefix=listing.prefix, status__in=Scan.ACTIVE
                 ).first(),
             )
-    template = "imports/browse.html#listing" if request.htmx else "imports/browse.html"
-    return render(request, template, context)
+    response = render_page(request, "imports/browse.html", "browser", context)
+    if request.htmx and "listing" in context:
+        # The address bar names the folder shown, in the same form as a link to it, whatever was
+        # typed or chosen: a reload or a shared link then opens exactly this page.
+        response["HX-Push-Url"] = _browse_href(
+            context["datastore"], form.cleaned_data["uri"], context["page_number"]
+        )
+    return response
 
 
 def _browse_href(datastore: Datastore | None, uri: str, page: int = 1) -> str:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from functools import wraps
+from typing import Any, TypeVar
 
 from django.conf import settings
-from django.http import Http404, HttpRequest, StreamingHttpResponse
-from django.shortcuts import get_object_or_404
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.shortcuts import get_object_or_404, render
+from django.utils.cache import patch_vary_headers
 from django_htmx.middleware import HtmxDetails
 
 from imports.models import Scan
@@ -18,6 +22,55 @@ class HtmxHttpRequest(HttpRequest):
     """A request that went through django-htmx's middleware (django-stubs pattern)."""
 
     htmx: HtmxDetails
+
+
+View = TypeVar("View", bound=Callable[..., HttpResponseBase])
+
+
+def permission_required(permission: str) -> Callable[[View], View]:
+    """Django's permission_required(raise_exception=True), with the permission named in the refusal.
+
+    The 403 page (imports.views.errors) reads it to say which role is needed, and the log line to
+    say what was refused.
+    """
+
+    def decorator(view: View) -> View:
+        @wraps(view)
+        def wrapped(
+            request: HttpRequest, *args: Any, **kwargs: Any
+        ) -> HttpResponseBase:
+            if not request.user.has_perm(permission):
+                raise PermissionDenied(permission)
+            return view(request, *args, **kwargs)
+
+        return wrapped  # type: ignore[return-value]
+
+    return decorator
+
+
+def render_page(
+    request: HtmxHttpRequest,
+    template: str,
+    fragment: str,
+    context: dict[str, Any],
+    *,
+    status: int = 200,
+) -> HttpResponse:
+    """The page, or only its `fragment` for an htmx swap.
+
+    A history restore (Back to a page htmx no longer has in its cache) is an htmx request too, but
+    it replaces the whole body, so it gets the whole page. Vary keeps a browser cache from handing
+    the fragment back for a full page load of the same URL.
+    """
+    wants_fragment = bool(request.htmx) and not request.htmx.history_restore_request
+    response = render(
+        request,
+        f"{template}#{fragment}" if wants_fragment else template,
+        context,
+        status=status,
+    )
+    patch_vary_headers(response, ("HX-Request", "HX-History-Restore-Request"))
+    return response
 
 
 def filters_query(request: HttpRequest) -> str:

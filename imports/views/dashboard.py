@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from imports.models import AuditEvent, Datastore, Scan
+from imports.views.common import permission_required
 
 
 @require_GET
-@permission_required("imports.view_datastore", raise_exception=True)
+@permission_required("imports.view_datastore")
 def dashboard(request: HttpRequest) -> HttpResponse:
     datastores = Datastore.objects.filter(enabled=True)
     recent_events = (

@@ -12,7 +12,6 @@ import uuid
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -38,6 +37,7 @@ from imports.views.common import (
     csv_response,
     filters_query,
     get_scan_for_user,
+    permission_required,
 )
 
 REVEALED_SESSION_KEY = "revealed_drafts"
@@ -46,14 +46,14 @@ EDIT_PERMISSION = "imports.import_to_datastore"
 
 def _get_draft_for_user(request: HttpRequest, pk: int) -> ImportDraft:
     if not request.user.has_perm("imports.view_importdraft"):
-        raise PermissionDenied("Viewing import drafts needs the Viewer role.")
+        raise PermissionDenied("imports.view_importdraft")
     return get_object_or_404(
         ImportDraft.objects.select_related("datastore", "scan", "owner"), pk=pk
     )
 
 
 @require_GET
-@permission_required("imports.view_importdraft", raise_exception=True)
+@permission_required("imports.view_importdraft")
 def draft_list(request: HtmxHttpRequest) -> HttpResponse:
     form = DraftFilterForm(request.GET)
     listed = (
@@ -79,7 +79,7 @@ def draft_list(request: HtmxHttpRequest) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
-@permission_required(EDIT_PERMISSION, raise_exception=True)
+@permission_required(EDIT_PERMISSION)
 def draft_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = DraftStartForm(request.POST)
@@ -106,7 +106,7 @@ def draft_new(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-@permission_required(EDIT_PERMISSION, raise_exception=True)
+@permission_required(EDIT_PERMISSION)
 def draft_from_scan(request: HttpRequest, pk: int) -> HttpResponse:
     """ "New import from this scan": one click, with the scan's datastore and its defaults."""
     scan = get_scan_for_user(request, pk)
@@ -219,7 +219,7 @@ def _form_refused(
 
 def _editable_draft(request: HttpRequest, pk: int) -> ImportDraft:
     if not request.user.has_perm(EDIT_PERMISSION):
-        raise PermissionDenied("Changing an import draft needs the Operator role.")
+        raise PermissionDenied(EDIT_PERMISSION)
     return _get_draft_for_user(request, pk)
 
 
@@ -401,7 +401,7 @@ def _affected_series(draft: ImportDraft) -> list[ScanSeries]:
 
 
 @require_POST
-@permission_required("imports.reveal_phi", raise_exception=True)
+@permission_required("imports.reveal_phi")
 def draft_reveal(request: HttpRequest, pk: int) -> HttpResponse:
     draft = _get_draft_for_user(request, pk)
     revealed = set(request.session.get(REVEALED_SESSION_KEY, []))
@@ -441,7 +441,7 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     notice = ""
     if request.method == "POST":
         if not request.user.has_perm(EDIT_PERMISSION):
-            raise PermissionDenied("Confirming an import needs the Operator role.")
+            raise PermissionDenied(EDIT_PERMISSION)
         if form.is_valid():
             try:
                 drafts.draft_confirm(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -16,19 +15,22 @@ from imports import audit
 from imports.forms import BrowseForm, ScanFilterForm
 from imports.models import Datastore, ObjectHeader, Scan, ScanStudy
 from imports.scanning import control
+from imports.scanning.tally import scan_tally
 from imports.views.common import (
     HtmxHttpRequest,
     csv_response,
     default_region,
     filters_query,
     get_scan_for_user,
+    permission_required,
+    render_page,
 )
 
 REVEALED_SESSION_KEY = "revealed_scans"
 
 
 @require_POST
-@permission_required("imports.browse_datastore", raise_exception=True)
+@permission_required("imports.browse_datastore")
 def scan_start(request: HttpRequest) -> HttpResponse:
     form = BrowseForm(request.POST)
     if not form.is_valid():
@@ -45,25 +47,23 @@ def scan_start(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-@permission_required("imports.view_scan", raise_exception=True)
+@permission_required("imports.view_scan")
 def scan_list(request: HtmxHttpRequest) -> HttpResponse:
     form = ScanFilterForm(request.GET)
     scans_qs: QuerySet[Scan] = Scan.objects.select_related("datastore", "started_by")
-    if form.is_valid():
+    if not form.is_valid():
+        scans_qs = scans_qs.none()  # the form says which filter is wrong
+    else:
         if form.cleaned_data["status"]:
             scans_qs = scans_qs.filter(status=form.cleaned_data["status"])
         if form.cleaned_data["q"]:
             q = form.cleaned_data["q"]
             scans_qs = scans_qs.filter(Q(bucket__icontains=q) | Q(prefix__icontains=q))
     page = Paginator(scans_qs, 25).get_page(request.GET.get("page"))
-    template = (
-        "imports/scan_list.html#scan-table"
-        if request.htmx
-        else "imports/scan_list.html"
-    )
-    return render(
+    return render_page(
         request,
-        template,
+        "imports/scan_list.html",
+        "scans",
         {"form": form, "page": page, "query": filters_query(request)},
     )
 
@@ -100,10 +100,11 @@ def scan_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             if study.variants or any(s.variants for s in study.series.all())
         ),
         "max_folders": Scan.MAX_FOLDERS,
+        "tally": scan_tally(scan=scan),
     }
     fragment = request.GET.get("fragment")
-    if request.htmx and fragment in ("studies", "problems", "json-files"):
-        return render(request, f"imports/scan_detail.html#{fragment}", context)
+    if fragment in ("studies", "problems", "json-files"):
+        return render_page(request, "imports/scan_detail.html", fragment, context)
     return render(request, "imports/scan_detail.html", context)
 
 
@@ -114,7 +115,11 @@ def scan_progress(request: HttpRequest, pk: int) -> HttpResponse:
     response = render(
         request,
         "imports/scan_detail.html#progress",
-        {"scan": scan, "can_scan": request.user.has_perm("imports.browse_datastore")},
+        {
+            "scan": scan,
+            "can_scan": request.user.has_perm("imports.browse_datastore"),
+            "tally": scan_tally(scan=scan),
+        },
     )
     if not scan.is_active:
         response.status_code = HTMX_STOP_POLLING
@@ -124,7 +129,7 @@ def scan_progress(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-@permission_required("imports.browse_datastore", raise_exception=True)
+@permission_required("imports.browse_datastore")
 def scan_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     scan = get_scan_for_user(request, pk)
     control.scan_cancel(scan=scan, actor=request.user)
@@ -132,7 +137,7 @@ def scan_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-@permission_required("imports.browse_datastore", raise_exception=True)
+@permission_required("imports.browse_datastore")
 def scan_read_rest(request: HttpRequest, pk: int) -> HttpResponse:
     """Read again only the objects an Incomplete scan could not read."""
     scan = get_scan_for_user(request, pk)
@@ -146,7 +151,7 @@ def scan_read_rest(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-@permission_required("imports.reveal_phi", raise_exception=True)
+@permission_required("imports.reveal_phi")
 def scan_reveal(request: HttpRequest, pk: int) -> HttpResponse:
     scan = get_scan_for_user(request, pk)
     revealed = set(request.session.get(REVEALED_SESSION_KEY, []))
@@ -169,11 +174,23 @@ EXPORT_FIELDS = [
 
 @require_GET
 def scan_export(request: HttpRequest, pk: int) -> StreamingHttpResponse:
-    """Every object of a scan as CSV (no patient names or IDs)."""
+    """Every object of a scan as CSV (no patient names or IDs).
+
+    The status reads as on the page ("Not DICOM", "Unreadable", ...); sizes stay exact byte counts,
+    so that a spreadsheet can sum and sort them.
+    """
     scan = get_scan_for_user(request, pk)
     headers = (
         ObjectHeader.objects.of_scan(scan).order_by("key").values_list(*EXPORT_FIELDS)
     )
-    return csv_response(
-        f"scan-{scan.pk}-objects.csv", EXPORT_FIELDS, headers.iterator(chunk_size=2000)
+    labels = dict(ObjectHeader.Status.choices)
+    status_at = EXPORT_FIELDS.index("status")
+    rows = (
+        [
+            *row[:status_at],
+            labels.get(row[status_at], row[status_at]),
+            *row[status_at + 1 :],
+        ]
+        for row in headers.iterator(chunk_size=2000)
     )
+    return csv_response(f"scan-{scan.pk}-objects.csv", EXPORT_FIELDS, rows)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from typing import Any
 
 from django.conf import settings
@@ -11,6 +13,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from imports.models import Datastore, ObjectHeader, Scan
 from imports.scanning import control, run
+from imports.scanning.tally import scan_tally
+from imports.units import bytes_format
 from imports.validators import split_s3_uri, validate_s3_uri
 
 
@@ -55,10 +59,17 @@ class Command(BaseCommand):
             scan = self._start(bucket, prefix, region, datastore)
         result = run.scan_run(scan_id=scan.pk)
         assert result is not None  # we queued it, so we claim it
-        if options["json"]:
-            self._print_objects(result)
-        else:
-            self._print_summary(result)
+        try:
+            if options["json"]:
+                self._print_objects(result)
+            else:
+                self._print_summary(result)
+            self.stdout.flush()
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop printing quietly, as Unix tools do. The scan is
+            # already recorded; stdout now points at /dev/null so the flush at exit cannot fail again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
         if result.status != Scan.Status.COMPLETED:
             raise CommandError(
                 result.error or f"The scan ended {result.get_status_display().lower()}."
@@ -92,6 +103,7 @@ class Command(BaseCommand):
             region=region,
             datastore=datastore,
             enqueue=False,
+            origin=Scan.Origin.CLI,
         )
         if not created:
             raise CommandError(
@@ -122,24 +134,28 @@ class Command(BaseCommand):
             study.series.count() for study in scan.studies.prefetch_related("series")
         )
         flagged = scan.studies.exclude(variants={}).count()
-        self.stdout.write(f"Scan of {scan.uri}: {scan.get_status_display()}")
-        self.stdout.write(
-            f"  objects   {scan.objects_listed:,} ({scan.objects_cached:,} from the cache)"
+        tally = scan_tally(scan=scan)
+        write = self.stdout.write
+        write(f"Scan of {scan.uri}: {scan.get_status_display()}")
+        if scan.datastore is not None:
+            write(f"  datastore {scan.datastore.name} ({scan.region})")
+        write(
+            f"  objects   {scan.objects_listed:,} ({scan.objects_cached:,} from the cache): "
+            f"{tally.dicom_text}, {tally.problems_text}"
         )
-        self.stdout.write(
-            f"  unreadable or not DICOM  {scan.objects_unreadable:,} unreadable"
-        )
+        write(f"  JSON      {tally.json_text}")
         if scan.objects_pending:
-            self.stdout.write(
+            write(
                 f"  not read  {scan.objects_pending:,} (S3 did not answer; rerun with --rest)"
             )
-        self.stdout.write(
+        write(
             f"  studies   {studies:,} ({flagged:,} with inconsistent attributes), series {series:,}"
         )
-        self.stdout.write(
-            f"  requests  {scan.requests:,} GETs, {scan.bytes_read:,} bytes read of {scan.bytes_total:,}"
+        write(
+            f"  requests  {scan.requests:,} GETs, {bytes_format(scan.bytes_read)} read of {bytes_format(scan.bytes_total)}"
         )
-        self.stdout.write(
-            f"  quotas    files {scan.objects_listed:,}/{scan.max_files:,}, "
-            f"bytes {scan.bytes_total:,}/{scan.max_bytes:,}, folders {scan.folders:,}/{Scan.MAX_FOLDERS:,}"
+        write(
+            f"  quotas    files {scan.objects_listed:,} of {scan.max_files:,}, "
+            f"size {bytes_format(scan.bytes_total)} of {bytes_format(scan.max_bytes)}, "
+            f"folders {scan.folders:,} of {Scan.MAX_FOLDERS:,}"
         )
