@@ -138,15 +138,18 @@ _AWS_ERRORS = (ClientError, BotoCoreError)
 
 
 @functools.cache
-def _client(service: str, region: str, max_attempts: int | None = None) -> Any:
+def _client(service: str, region: str, total_attempts: int | None = None) -> Any:
+    retries: dict[str, Any] = {"mode": "standard"}
+    if total_attempts is None:
+        retries["max_attempts"] = settings.AWS_MAX_ATTEMPTS
+    else:
+        # botocore's max_attempts counts retries; total_max_attempts counts the first call too.
+        retries["total_max_attempts"] = total_attempts
     config = Config(
         region_name=region,
         connect_timeout=settings.AWS_CONNECT_TIMEOUT,
         read_timeout=settings.AWS_READ_TIMEOUT,
-        retries={
-            "mode": "standard",
-            "max_attempts": max_attempts or settings.AWS_MAX_ATTEMPTS,
-        },
+        retries=retries,  # type: ignore[arg-type]
         # HealthImaging's image-set operations carry a "runtime-" host prefix that would break a
         # custom endpoint such as localaws; the job operations have none, so this changes nothing on AWS.
         inject_host_prefix=False,

@@ -450,7 +450,13 @@ def _mark_submit_failed(job: ImportJob, error: aws.AwsError, *, gave_up: bool) -
 
 
 def _record_submitted(job: ImportJob, started: aws.StartedJob) -> None:
-    status = ImportJob.FROM_AWS.get(started.status, ImportJob.Status.SUBMITTED)
+    # A repeated token can answer with a job that has already ended (its first response was lost):
+    # it is recorded as submitted, and the poller applies the end, results and all, moments later.
+    status = (
+        ImportJob.Status.IN_PROGRESS
+        if started.status == "IN_PROGRESS"
+        else ImportJob.Status.SUBMITTED
+    )
     now = timezone.now()
     with transaction.atomic():
         # The ListDICOMImportJobs sync may have recorded this AWS job as external while the
@@ -543,6 +549,7 @@ def jobs_requeue_pending() -> list[int]:
     lost = ImportJob.objects.filter(
         status=ImportJob.Status.SUBMITTING, lease_until__lt=now
     )
+    recovered: list[int] = []
     for pk in lost.values_list("pk", flat=True):
         if ImportJob.objects.filter(
             pk=pk, status=ImportJob.Status.SUBMITTING, lease_until__lt=now
@@ -550,6 +557,7 @@ def jobs_requeue_pending() -> list[int]:
             logger.warning(
                 "Import job %s lost its submitting worker; submitting again", pk
             )
+            recovered.append(pk)
     stale = (
         ImportJob.objects.filter(
             status=ImportJob.Status.PENDING,
@@ -558,7 +566,11 @@ def jobs_requeue_pending() -> list[int]:
         .filter(Q(retry_at__isnull=True) | Q(retry_at__lte=now))
         .order_by("created_at", "pk")
     )
-    requeued = list(stale.values_list("pk", flat=True)[: settings.JOBS_REQUEUE_BATCH])
+    requeued = recovered + [
+        pk
+        for pk in stale.values_list("pk", flat=True)[: settings.JOBS_REQUEUE_BATCH]
+        if pk not in recovered
+    ]
     for pk in requeued:
         job_submit_task.delay(pk)
     return requeued
