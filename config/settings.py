@@ -225,6 +225,16 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "imports.scans_recover_stalled",
         "schedule": 60.0,
     },
+    # The one AWS poller: browsers only read the database.
+    "poll-import-jobs": {"task": "imports.jobs_poll", "schedule": 2.0},
+    "requeue-pending-import-jobs": {
+        "task": "imports.jobs_requeue_pending",
+        "schedule": 30.0,
+    },
+    "sync-external-import-jobs": {
+        "task": "imports.jobs_sync_external",
+        "schedule": 300.0,
+    },
 }
 
 # --- AWS ------------------------------------------------------------------------------------
@@ -233,6 +243,46 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 AWS_CONNECT_TIMEOUT = env.float("AWS_CONNECT_TIMEOUT", default=5.0)
 AWS_READ_TIMEOUT = env.float("AWS_READ_TIMEOUT", default=30.0)
 AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=5)
+
+# --- Import jobs ----------------------------------------------------------------------------
+# StartDICOMImportJob allows about 1 call/s per account: one shared slot per interval, in Redis when
+# the broker is Redis (or JOBS_LIMITER_URL names one), else in the database.
+JOBS_LIMITER_URL = env.str(
+    "JOBS_LIMITER_URL",
+    default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "",
+)
+JOBS_START_INTERVAL_S = env.float("JOBS_START_INTERVAL_S", default=1.0)
+JOBS_LIMITER_WAIT_S = env.float("JOBS_LIMITER_WAIT_S", default=30.0)
+# Transient submission errors: exponential backoff with jitter, then SUBMIT_FAILED.
+JOBS_SUBMIT_MAX_ATTEMPTS = env.int("JOBS_SUBMIT_MAX_ATTEMPTS", default=8)
+JOBS_SUBMIT_BACKOFF_S = env.float("JOBS_SUBMIT_BACKOFF_S", default=1.0)
+JOBS_SUBMIT_BACKOFF_CAP_S = env.float("JOBS_SUBMIT_BACKOFF_CAP_S", default=60.0)
+# How long a submission attempt owns its job; longer than the limiter wait plus one AWS call.
+JOBS_SUBMIT_LEASE_S = env.int("JOBS_SUBMIT_LEASE_S", default=120)
+# A job PENDING this long (broker down at confirm, message lost) is enqueued again by beat.
+JOBS_PENDING_REQUEUE_S = env.int("JOBS_PENDING_REQUEUE_S", default=60)
+JOBS_REQUEUE_BATCH = env.int("JOBS_REQUEUE_BATCH", default=100)
+# Polling: GetDICOMImportJob calls per beat run (every 2 s: at most 10/s, well under AWS's 25/s).
+JOBS_POLL_BUDGET = env.int("JOBS_POLL_BUDGET", default=20)
+JOBS_POLL_FIRST_S = env.float("JOBS_POLL_FIRST_S", default=2.0)
+# The output manifest can appear after the job ends: retry NoSuchKey every RETRY_S for WAIT_S.
+JOBS_MANIFEST_WAIT_S = env.int("JOBS_MANIFEST_WAIT_S", default=120)
+JOBS_MANIFEST_RETRY_S = env.int("JOBS_MANIFEST_RETRY_S", default=5)
+JOBS_INGEST_LEASE_S = env.int("JOBS_INGEST_LEASE_S", default=30 * 60)
+JOBS_SYNC_MAX_PAGES = env.int("JOBS_SYNC_MAX_PAGES", default=20)
+# Job emails: EMAIL_URL (smtp://user:password@host:587) or the console by default; links use SITE_URL.
+_email = env.email_url("EMAIL_URL", default="consolemail://")
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = _email.get("EMAIL_PORT", 25)
+EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = _email.get("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
+DEFAULT_FROM_EMAIL = env.str(
+    "DEFAULT_FROM_EMAIL", default="healthimaging-dashboard@localhost"
+)
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 
 # --- Scanning -------------------------------------------------------------------------------
 # Header reads start with SCAN_FIRST_READ_BYTES and are extended only when the header runs past them.

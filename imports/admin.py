@@ -97,7 +97,16 @@ class DatastoreAdmin(admin.ModelAdmin[Datastore]):
         (None, {"fields": ["name", "enabled"]}),
         ("HealthImaging", {"fields": ["region", "datastore_id", "role_arn"]}),
         ("S3", {"fields": ["input_s3_uri", "output_s3_uri", "input_owner_account_id"]}),
-        ("Service quotas", {"fields": ["max_files_per_job", "max_bytes_per_job"]}),
+        (
+            "Service quotas",
+            {
+                "fields": [
+                    "max_files_per_job",
+                    "max_bytes_per_job",
+                    "max_concurrent_jobs",
+                ]
+            },
+        ),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
 

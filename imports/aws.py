@@ -18,6 +18,7 @@ IAM permissions the dashboard's own credentials need:
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -45,10 +46,14 @@ class AwsError(Exception):
     # failure says nothing about the object asked for.
     transient = False
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, detail: str = ""
+    ) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        # AWS's own message, without what we were doing.
+        self.detail = detail
 
 
 class AccessDenied(AwsError):
@@ -98,7 +103,6 @@ _THROTTLED = {
     "TooManyRequestsException",
     "RequestLimitExceeded",
 }
-
 # Answers of an overloaded or failing service; S3's RequestTimeout (400) means the connection
 # stalled, which says nothing about the object either.
 _UNAVAILABLE = {
@@ -119,15 +123,15 @@ def _translate(error: Exception, doing: str) -> AwsError:
             f" ({detail})" if detail and detail != code else ""
         )
         if code in _ACCESS_DENIED:
-            return AccessDenied(text, code=code)
+            return AccessDenied(text, code=code, detail=detail)
         if code in _NOT_FOUND:
-            return NotFound(text, code=code)
+            return NotFound(text, code=code, detail=detail)
         if code in _THROTTLED:
-            return Throttled(text, code=code)
+            return Throttled(text, code=code, detail=detail)
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code in _UNAVAILABLE or status >= 500:
-            return Unavailable(text, code=code)
-        return AwsError(text, code=code)
+            return Unavailable(text, code=code, detail=detail)
+        return AwsError(text, code=code, detail=detail)
     if isinstance(error, NoCredentialsError):
         missing = Unreachable(
             f"{doing}: no AWS credentials were found. Give the dashboard an instance role, or set "
@@ -148,12 +152,18 @@ _AWS_ERRORS = (ClientError, BotoCoreError)
 
 
 @functools.cache
-def _client(service: str, region: str) -> Any:
+def _client(service: str, region: str, total_attempts: int | None = None) -> Any:
+    retries: dict[str, Any] = {"mode": "standard"}
+    if total_attempts is None:
+        retries["max_attempts"] = settings.AWS_MAX_ATTEMPTS
+    else:
+        # botocore's max_attempts counts retries; total_max_attempts counts the first call too.
+        retries["total_max_attempts"] = total_attempts
     config = Config(
         region_name=region,
         connect_timeout=settings.AWS_CONNECT_TIMEOUT,
         read_timeout=settings.AWS_READ_TIMEOUT,
-        retries={"mode": "standard", "max_attempts": settings.AWS_MAX_ATTEMPTS},
+        retries=retries,  # type: ignore[arg-type]
         # HealthImaging's image-set operations carry a "runtime-" host prefix that would break a
         # custom endpoint such as localaws; the job operations have none, so this changes nothing on AWS.
         inject_host_prefix=False,
@@ -170,6 +180,13 @@ def s3_client(region: str) -> S3Client:
 
 def healthimaging_client(region: str) -> HealthImagingClient:
     client: HealthImagingClient = _client("medical-imaging", region)
+    return client
+
+
+def healthimaging_submit_client(region: str) -> HealthImagingClient:
+    """A client that tries StartDICOMImportJob once: the dashboard's own limiter and backoff do the
+    retrying, so that every attempt goes through the shared one-call-per-second limiter."""
+    client: HealthImagingClient = _client("medical-imaging", region, 1)
     return client
 
 
@@ -201,6 +218,92 @@ def datastore_describe(*, region: str, datastore_id: str) -> DatastoreInfo:
         status=properties["datastoreStatus"],
         arn=properties.get("datastoreArn", ""),
     )
+
+
+@dataclass(frozen=True)
+class StartedJob:
+    job_id: str
+    status: str
+    submitted_at: datetime | None
+
+
+def import_job_start(
+    *, region: str, request: dict[str, Any], client_token: str
+) -> StartedJob:
+    """StartDICOMImportJob with our own clientToken: the same token always gets the same AWS job back."""
+    try:
+        response = healthimaging_submit_client(region).start_dicom_import_job(
+            **request, clientToken=client_token
+        )
+    except _AWS_ERRORS as error:
+        raise _translate(error, "StartDICOMImportJob") from error
+    return StartedJob(
+        job_id=response["jobId"],
+        status=response["jobStatus"],
+        submitted_at=response.get("submittedAt"),
+    )
+
+
+@dataclass(frozen=True)
+class ImportJobInfo:
+    job_id: str
+    job_name: str
+    status: str
+    datastore_id: str
+    submitted_at: datetime | None
+    ended_at: datetime | None
+    message: str
+    # Only GetDICOMImportJob returns these (the job folder, not the outputS3Uri that was sent).
+    input_s3_uri: str = ""
+    output_s3_uri: str = ""
+    role_arn: str = ""
+
+
+def _job_info(properties: Any) -> ImportJobInfo:
+    return ImportJobInfo(
+        job_id=properties["jobId"],
+        job_name=properties.get("jobName", ""),
+        status=properties["jobStatus"],
+        datastore_id=properties["datastoreId"],
+        submitted_at=properties.get("submittedAt"),
+        ended_at=properties.get("endedAt"),
+        message=properties.get("message", ""),
+        input_s3_uri=properties.get("inputS3Uri", ""),
+        output_s3_uri=properties.get("outputS3Uri", ""),
+        role_arn=properties.get("dataAccessRoleArn", ""),
+    )
+
+
+def import_job_describe(
+    *, region: str, datastore_id: str, job_id: str
+) -> ImportJobInfo:
+    try:
+        response = healthimaging_client(region).get_dicom_import_job(
+            datastoreId=datastore_id, jobId=job_id
+        )
+    except _AWS_ERRORS as error:
+        raise _translate(error, f"GetDICOMImportJob {job_id}") from error
+    return _job_info(response["jobProperties"])
+
+
+def import_jobs_list(
+    *, region: str, datastore_id: str, max_pages: int = 20
+) -> Iterator[ImportJobInfo]:
+    """ListDICOMImportJobs, newest first, at most `max_pages` pages of 50."""
+    token: str | None = None
+    for _ in range(max_pages):
+        params: dict[str, Any] = {"datastoreId": datastore_id, "maxResults": 50}
+        if token:
+            params["nextToken"] = token
+        try:
+            response = healthimaging_client(region).list_dicom_import_jobs(**params)
+        except _AWS_ERRORS as error:
+            raise _translate(error, f"ListDICOMImportJobs {datastore_id}") from error
+        for summary in response.get("jobSummaries", []):
+            yield _job_info(summary)
+        token = response.get("nextToken")
+        if not token:
+            return
 
 
 # --- S3 -------------------------------------------------------------------------------------
@@ -264,6 +367,30 @@ def s3_get_range(*, region: str, bucket: str, key: str, start: int, end: int) ->
             Bucket=bucket, Key=key, Range=f"bytes={start}-{end}"
         )
         return response["Body"].read()
+    except _AWS_ERRORS as error:
+        raise _translate(error, f"Reading s3://{bucket}/{key}") from error
+
+
+def s3_read_object(*, region: str, bucket: str, key: str, max_bytes: int) -> bytes:
+    """A whole small object (a manifest); refuses one larger than `max_bytes`."""
+    try:
+        response = s3_client(region).get_object(Bucket=bucket, Key=key)
+        if response["ContentLength"] > max_bytes:
+            response["Body"].close()
+            raise AwsError(
+                f"s3://{bucket}/{key} is {response['ContentLength']} bytes, more than the {max_bytes} expected",
+                code="TooLarge",
+            )
+        return response["Body"].read()
+    except _AWS_ERRORS as error:
+        raise _translate(error, f"Reading s3://{bucket}/{key}") from error
+
+
+def s3_iter_lines(*, region: str, bucket: str, key: str) -> Iterator[bytes]:
+    """An object's lines, streamed: memory stays flat however long the object is."""
+    try:
+        response = s3_client(region).get_object(Bucket=bucket, Key=key)
+        yield from response["Body"].iter_lines(chunk_size=64 * 1024)
     except _AWS_ERRORS as error:
         raise _translate(error, f"Reading s3://{bucket}/{key}") from error
 

@@ -17,7 +17,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 
-from imports import aws
+from imports import aws, jobs
 from imports.audit import Actor, audit_record
 from imports.mappingcsv import CsvRefused, mappings_read_csv
 from imports.mappings import (
@@ -34,6 +34,7 @@ from imports.models import (
     Datastore,
     DraftMapping,
     ImportDraft,
+    ImportJob,
     ObjectHeader,
     Scan,
     ScanSeries,
@@ -209,29 +210,16 @@ def draft_content_hash(*, draft: ImportDraft) -> str:
 
 def draft_request(*, draft: ImportDraft) -> dict[str, Any]:
     """The StartDICOMImportJob parameters, exactly as they will be sent (the client token is added at submit)."""
-    datastore = draft.datastore
-    request: dict[str, Any] = {
-        "datastoreId": datastore.datastore_id,
-        "dataAccessRoleArn": datastore.role_arn,
-        "inputS3Uri": draft.input_s3_uri,
-        "outputS3Uri": draft.output_s3_uri,
-    }
-    # An empty account ID violates the 12-digit constraint: leave the field out instead.
-    if datastore.input_owner_account_id:
-        request["inputOwnerAccountId"] = datastore.input_owner_account_id
-    if draft.job_name:
-        request["jobName"] = draft.job_name
-    entries = []
-    for row in draft.mappings.all():
-        entry = {"studyInstanceUID": row.study_instance_uid}
-        if row.series_instance_uid:
-            entry["seriesInstanceUID"] = row.series_instance_uid
-        entry["metadataFilePath"] = row.metadata_file_path
-        entries.append(entry)
-    request["importConfiguration"] = {
-        "dicomJsonMetadataImportConfiguration": {"dicomMetadataMappings": entries}
-    }
-    return request
+    return jobs.job_request_build(
+        datastore=draft.datastore,
+        input_s3_uri=draft.input_s3_uri,
+        output_s3_uri=draft.output_s3_uri,
+        job_name=draft.job_name,
+        mappings=[
+            Mapping(m.study_instance_uid, m.series_instance_uid, m.metadata_file_path)
+            for m in draft.mappings.all()
+        ],
+    )
 
 
 # --- Changing a draft -----------------------------------------------------------------------
@@ -555,13 +543,16 @@ def draft_confirm(
     content_hash: str,
     acknowledged_warnings: bool,
     idempotency_key: str,
-) -> dict[str, Any]:
-    """Check everything again, on the server and against S3 as it is now, and record the confirmed request.
+) -> ImportJob:
+    """Check everything again, on the server and against S3 as it is now, then create the import job.
 
     The page the user confirmed showed `version` and `content_hash`; if the draft or a mapped file's recorded
     ETag changed since, the confirmation is refused rather than applied to something the user did not see.
-    Returns the request that was confirmed.
+    The form's `idempotency_key` makes a second POST of the same page return the job the first one made.
     """
+    existing = ImportJob.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is not None:
+        return existing
     current = ImportDraft.objects.select_related("datastore", "scan").get(pk=draft.pk)
     if current.version != version or current.content_hash != content_hash:
         raise DraftConflict(current)
@@ -594,17 +585,26 @@ def draft_confirm(
         )
     request = draft_request(draft=current)
     payload = json.dumps(request, sort_keys=True, separators=(",", ":")).encode()
-    audit_record(
-        actor=actor,
-        action=AuditEvent.Action.DRAFT_CONFIRMED,
-        target=current,
-        summary=f"Confirmed the import of {current.input_s3_uri} into “{current.datastore.name}” "
-        f"({len(request['importConfiguration']['dicomJsonMetadataImportConfiguration']['dicomMetadataMappings'])} mappings)",
-        details={
-            "content_hash": current.content_hash,
-            "request_sha256": hashlib.sha256(payload).hexdigest(),
-            "acknowledged_warnings": sorted({p.code for p in warnings}),
-            "idempotency_key": idempotency_key,
-        },
-    )
-    return request
+    with transaction.atomic():
+        job = jobs.job_create(
+            actor=actor,
+            draft=current,
+            datastore=current.datastore,
+            request=request,
+            idempotency_key=idempotency_key,
+        )
+        audit_record(
+            actor=actor,
+            action=AuditEvent.Action.DRAFT_CONFIRMED,
+            target=current,
+            summary=f"Confirmed the import of {current.input_s3_uri} into “{current.datastore.name}” "
+            f"as import job {job.pk} ({len(jobs.request_mappings(request))} mappings)",
+            details={
+                "job": job.pk,
+                "content_hash": current.content_hash,
+                "request_sha256": hashlib.sha256(payload).hexdigest(),
+                "acknowledged_warnings": sorted({p.code for p in warnings}),
+                "idempotency_key": idempotency_key,
+            },
+        )
+    return job

@@ -4,10 +4,10 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.urls import reverse_lazy
 
-from imports.models import AuditEvent, Datastore, Scan
+from imports.models import AuditEvent, Datastore, ImportJob, ImportJobResult, Scan
 from imports.validators import (
     S3_URI_MAX_LENGTH,
     split_s3_uri,
@@ -290,3 +290,81 @@ class DraftFilterForm(forms.Form):
     mine = forms.BooleanField(label="Only mine", required=False)
     state = forms.ChoiceField(choices=STATES, required=False)
     q = forms.CharField(label="Job name or input", required=False, max_length=200)
+
+
+class JobFilterForm(forms.Form):
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+
+    datastore = forms.ModelChoiceField(
+        queryset=Datastore.objects.all(), required=False, empty_label="Any datastore"
+    )
+    status = forms.ChoiceField(
+        choices=[
+            ("", "Any status"),
+            *ImportJob.Status.choices,
+            (COMPLETED_WITH_ERRORS, "Completed with errors"),
+        ],
+        required=False,
+    )
+    submitter = forms.CharField(label="Submitted by", required=False, max_length=150)
+    since = forms.DateField(
+        label="From", required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        label="To", required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    external = forms.ChoiceField(
+        label="Started",
+        choices=[("", "Anywhere"), ("no", "In the dashboard"), ("yes", "Outside")],
+        required=False,
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            raise ValidationError(
+                "“From” is after “To”: choose a start date on or before the end date."
+            )
+        return data
+
+    def filter(self, jobs: QuerySet[ImportJob]) -> QuerySet[ImportJob]:
+        """The jobs matching the valid filters (all of them while the form is unbound or invalid)."""
+        if not self.is_valid():
+            return jobs
+        data = self.cleaned_data
+        if data["datastore"]:
+            jobs = jobs.filter(datastore=data["datastore"])
+        if data["status"] == self.COMPLETED_WITH_ERRORS:
+            jobs = jobs.filter(status=ImportJob.Status.COMPLETED).filter(
+                Q(failure_count__gt=0)
+                | Q(invalid_line_count__gt=0)
+                | Q(customer_error_files__gt=0)
+                | Q(server_error_files__gt=0)
+            )
+        elif data["status"]:
+            jobs = jobs.filter(status=data["status"])
+        if data["submitter"]:
+            jobs = jobs.filter(submitted_by__username__icontains=data["submitter"])
+        if data["since"]:
+            jobs = jobs.filter(created_at__date__gte=data["since"])
+        if data["until"]:
+            jobs = jobs.filter(created_at__date__lte=data["until"])
+        if data["external"]:
+            jobs = jobs.filter(external=data["external"] == "yes")
+        return jobs
+
+
+class JobResultFilterForm(forms.Form):
+    outcome = forms.ChoiceField(
+        choices=[("", "Any outcome"), *ImportJobResult.Outcome.choices], required=False
+    )
+    q = forms.CharField(label="File", required=False, max_length=200)
+
+    def filter(self, results: QuerySet[ImportJobResult]) -> QuerySet[ImportJobResult]:
+        if not self.is_valid():
+            return results
+        if self.cleaned_data["outcome"]:
+            results = results.filter(outcome=self.cleaned_data["outcome"])
+        if self.cleaned_data["q"]:
+            results = results.filter(input_file__icontains=self.cleaned_data["q"])
+        return results

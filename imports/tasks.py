@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+from typing import Any
 
+from celery import Task, shared_task
+
+from imports import jobs, jobtracking
 from imports.scanning import run
 
 
@@ -24,3 +27,76 @@ def scans_recover_stalled() -> None:
     from imports.scanning.control import scans_recover_stalled
 
     scans_recover_stalled()
+
+
+# --- Import jobs ----------------------------------------------------------------------------
+
+
+@shared_task(
+    name="imports.job_submit",
+    bind=True,
+    acks_late=True,
+    max_retries=None,
+    soft_time_limit=150,
+    time_limit=180,
+)
+def job_submit(self: Task[Any, Any], job_id: int) -> None:
+    # job_submit claims the job (PENDING → SUBMITTING) with a conditional UPDATE, so a duplicate
+    # message does nothing; every attempt sends the job's own clientToken, so no retry makes a second
+    # AWS job. It counts attempts itself and fails the job when they run out.
+    retry_in = jobs.job_submit(job_id=job_id)
+    if retry_in is not None:
+        raise self.retry(countdown=retry_in)
+
+
+@shared_task(
+    name="imports.jobs_requeue_pending",
+    ignore_result=True,
+    soft_time_limit=120,
+    time_limit=150,
+)
+def jobs_requeue_pending() -> None:
+    jobs.jobs_requeue_pending()
+
+
+@shared_task(
+    name="imports.jobs_poll",
+    ignore_result=True,
+    soft_time_limit=120,
+    time_limit=150,
+    # Beat sends one every few seconds; a run that waited longer than that is stale.
+    expires=30,
+)
+def jobs_poll() -> None:
+    jobtracking.jobs_poll()
+
+
+@shared_task(
+    name="imports.job_ingest_results",
+    bind=True,
+    acks_late=True,
+    max_retries=None,
+    soft_time_limit=30 * 60,
+    time_limit=30 * 60 + 60,
+)
+def job_ingest_results(self: Task[Any, Any], job_id: int) -> None:
+    retry_in = jobtracking.job_ingest_results(job_id=job_id)
+    if retry_in is not None:
+        raise self.retry(countdown=retry_in)
+
+
+@shared_task(
+    name="imports.jobs_sync_external",
+    ignore_result=True,
+    soft_time_limit=540,
+    time_limit=600,
+)
+def jobs_sync_external() -> None:
+    jobtracking.jobs_sync_external()
+
+
+@shared_task(
+    name="imports.job_notify", acks_late=True, soft_time_limit=90, time_limit=120
+)
+def job_notify(job_id: int) -> None:
+    jobtracking.job_notify(job_id=job_id)

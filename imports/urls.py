@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from imports.views import audit, browse, dashboard, drafts, scans
+from imports.views import audit, browse, dashboard, drafts, jobs, scans
 
 app_name = "imports"
 
@@ -43,6 +43,20 @@ urlpatterns = [
     path("drafts/<int:pk>/preview/", drafts.draft_preview, name="draft_preview"),
     path("drafts/<int:pk>/reveal/", drafts.draft_reveal, name="draft_reveal"),
     path("drafts/<int:pk>/confirm/", drafts.draft_confirm, name="draft_confirm"),
+    # /jobs/
+    path("jobs/", jobs.job_list, name="job_list"),
+    path("jobs/export.csv", jobs.job_export, name="job_export"),
+    path("jobs/active/", jobs.jobs_active, name="jobs_active"),
+    path("jobs/<int:pk>/", jobs.job_detail, name="job_detail"),
+    path("jobs/<int:pk>/status/", jobs.job_status, name="job_status"),
+    path("jobs/<int:pk>/results/", jobs.job_results, name="job_results"),
+    path(
+        "jobs/<int:pk>/results.<str:fmt>",
+        jobs.job_results_download,
+        name="job_results_download",
+    ),
+    path("jobs/<int:pk>/retry/", jobs.job_retry_failed, name="job_retry_failed"),
+    path("jobs/<int:pk>/clone/", jobs.job_clone, name="job_clone"),
     # /audit/
     path("audit/", audit.audit_list, name="audit_list"),
     path("audit/export.csv", audit.audit_export, name="audit_export"),

@@ -59,6 +59,16 @@ def page(live_server: Any) -> Iterator[Any]:
     os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
+@pytest.fixture(autouse=True)
+def _role_groups(transactional_db: None) -> None:
+    """The role groups, which an earlier transactional test's flush removed (seed_demo needs them)."""
+    from django.apps import apps
+
+    from imports.roles import sync_role_groups
+
+    sync_role_groups(apps)
+
+
 def sign_in(page: Any, username: str, password: str = PASSWORD) -> None:
     page.goto("/")
     assert "/accounts/login/" in page.url
@@ -151,15 +161,10 @@ SCREENSHOTS = os.path.join(os.path.dirname(__file__), "..", "docs", "screenshots
 def test_on_the_demo_data_an_operator_composes_previews_and_confirms_an_import(
     page: Any, localaws: LocalAWSHandle
 ) -> None:
-    from django.apps import apps
-
     from imports.models import ScanSeries, ScanStudy
-    from imports.roles import sync_role_groups
     from imports.scanning import control, run
     from localaws import democorpus
 
-    # An earlier transactional test's flush removed the groups the data migration made.
-    sync_role_groups(apps)
     call_command("seed_demo", stdout=io.StringIO())
     datastore = Datastore.objects.get()
     scan, _ = control.scan_start(
@@ -227,7 +232,8 @@ def test_on_the_demo_data_an_operator_composes_previews_and_confirms_an_import(
         path=os.path.join(SCREENSHOTS, "confirm.png"), full_page=True, caret="initial"
     )
     page.click("text=Confirm the import")
-    page.wait_for_selector("text=Confirmed: the request below is recorded")
+    page.wait_for_selector("text=is on its way to HealthImaging")
+    assert "/jobs/" in page.url
     assert page.console_errors == []
 
 

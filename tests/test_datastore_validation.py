@@ -19,6 +19,7 @@ VALID = {
     "input_owner_account_id": "",
     "max_files_per_job": 5000,
     "max_bytes_per_job": 10 * 1000**3,
+    "max_concurrent_jobs": 100,
 }
 
 
@@ -83,6 +84,7 @@ def test_it_accepts_a_valid_datastore(db: None) -> None:
         ("input_owner_account_id", "12345678901a", "exactly 12 digits"),
         ("region", "us-east-2", "HealthImaging is not available in “us-east-2”"),
         ("max_files_per_job", 0, "greater than or equal to 1"),
+        ("max_concurrent_jobs", 0, "greater than or equal to 1"),
         ("max_bytes_per_job", 11 * 1000**3, "less than or equal to 10000000000"),
         ("name", "", "This field cannot be blank."),
     ],

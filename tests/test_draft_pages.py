@@ -15,6 +15,7 @@ from imports.models import (
     AuditEvent,
     DraftMapping,
     ImportDraft,
+    ImportJob,
     ObjectHeader,
     Scan,
     ScanObject,
@@ -415,19 +416,38 @@ def test_the_confirm_button_is_disabled_while_an_error_remains(
 
 
 def test_warnings_must_be_acknowledged(
-    client_alice: Client, draft: ImportDraft
+    client_alice: Client, draft: ImportDraft, django_capture_on_commit_callbacks: Any
 ) -> None:
     drafts.draft_accept_suggestions(draft=draft, actor=None, version=1)
     response = confirm(client_alice, draft)
     assert response.status_code == 400
     assert "acknowledge the" in response.content.decode()
     assert not AuditEvent.objects.filter(action="draft.confirmed").exists()
-    response = confirm(client_alice, draft, acknowledge_warnings="on")
+    assert not ImportJob.objects.exists()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = confirm(client_alice, draft, acknowledge_warnings="on")
+    job = ImportJob.objects.get()
     assert response.status_code == 302
+    assert response["Location"] == reverse("imports:job_detail", args=[job.pk])
+    assert len(callbacks) == 1  # the submit task, enqueued once the job is stored
     event = AuditEvent.objects.get(action="draft.confirmed")
     draft.refresh_from_db()
     assert event.details["content_hash"] == draft.content_hash
-    assert len(event.details["request_sha256"]) == 64
+    assert event.details["job"] == job.pk
+    assert job.draft == draft
+    assert job.request == drafts.draft_request(draft=draft)
+
+
+def test_a_double_confirmation_makes_one_job(
+    client_alice: Client, draft: ImportDraft, django_capture_on_commit_callbacks: Any
+) -> None:
+    drafts.draft_accept_suggestions(draft=draft, actor=None, version=1)
+    with django_capture_on_commit_callbacks(execute=False):
+        first = confirm(client_alice, draft, acknowledge_warnings="on")
+        second = confirm(client_alice, draft, acknowledge_warnings="on")
+    assert first["Location"] == second["Location"]
+    assert ImportJob.objects.count() == 1
+    assert AuditEvent.objects.filter(action="draft.confirmed").count() == 1
 
 
 def test_confirming_re_checks_s3_and_refuses_a_changed_prefix(

@@ -139,7 +139,7 @@ def test_a_csv_without_its_header_is_refused_with_exit_1(
 def test_an_unknown_datastore_is_named(tmp_path: Path, store: Datastore) -> None:
     csv_file = tmp_path / "m.csv"
     csv_file.write_text("studyInstanceUID,seriesInstanceUID,metadataFilePath\n")
-    with pytest.raises(CommandError, match="No datastore is named “Nope”"):
+    with pytest.raises(CommandError, match="No enabled datastore is named “Nope”"):
         call_command(
             "import_job", "validate", "--datastore", "Nope", "--mappings", str(csv_file)
         )

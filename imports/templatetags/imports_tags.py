@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from django import template
 from django.utils.html import escape
@@ -96,3 +97,18 @@ def percent_of(value: int, limit: int) -> int:
     if not limit:
         return 0
     return min(100, round(100 * value / limit))
+
+
+@register.filter
+def duration(value: timedelta | None) -> str:
+    """A step's length in words: “42 s”, “3 min 5 s”, “2 h 10 min”."""
+    if value is None:
+        return ""
+    seconds = max(0, round(value.total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"

@@ -15,7 +15,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils.cache import patch_vary_headers
 from django_htmx.middleware import HtmxDetails
 
-from imports.models import Scan
+from imports.models import ImportJob, Scan
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -84,6 +84,14 @@ def get_scan_for_user(request: HttpRequest, pk: int) -> Scan:
     if not request.user.has_perm("imports.view_scan"):
         raise Http404
     return get_object_or_404(Scan.objects.select_related("datastore"), pk=pk)
+
+
+def get_job_for_user(request: HttpRequest, pk: int) -> ImportJob:
+    if not request.user.has_perm("imports.view_importjob"):
+        raise Http404
+    return get_object_or_404(
+        ImportJob.objects.select_related("datastore", "submitted_by"), pk=pk
+    )
 
 
 def default_region() -> str:

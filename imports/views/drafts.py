@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
-from imports import audit, drafts, mappingcsv, preview
+from imports import audit, drafts, jobs, mappingcsv, preview
 from imports.composer import draft_composer
 from imports.forms import (
     DraftAssignForm,
@@ -31,7 +31,7 @@ from imports.forms import (
     DraftStartForm,
     DraftUnmapForm,
 )
-from imports.models import AuditEvent, ImportDraft, Scan, ScanSeries
+from imports.models import ImportDraft, Scan, ScanSeries
 from imports.views.common import (
     HtmxHttpRequest,
     csv_response,
@@ -444,7 +444,7 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             raise PermissionDenied(EDIT_PERMISSION)
         if form.is_valid():
             try:
-                drafts.draft_confirm(
+                job = drafts.draft_confirm(
                     draft=draft,
                     actor=request.user,
                     version=form.cleaned_data["version"],
@@ -459,9 +459,9 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             else:
                 messages.success(
                     request,
-                    "Confirmed: the request below is recorded in the audit trail.",
+                    f"Confirmed: import job {job.pk} is on its way to HealthImaging.",
                 )
-                return redirect("imports:draft_confirm", pk=draft.pk)
+                return redirect("imports:job_detail", pk=job.pk)
         else:
             status, notice = (
                 400,
@@ -485,10 +485,11 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "request_json": json.dumps(request_payload, indent=2),
         "notice": notice,
         "can_edit": request.user.has_perm(EDIT_PERMISSION),
-        "confirmations": AuditEvent.objects.filter(
-            action=AuditEvent.Action.DRAFT_CONFIRMED,
-            target_type="imports.importdraft",
-            target_id=str(draft.pk),
-        )[:5],
+        "jobs": draft.jobs.order_by("-created_at")[:5],
+        "duplicates": jobs.job_duplicate_instances(
+            datastore=draft.datastore, scan=draft.scan
+        )
+        if draft.scan is not None and draft.scan.status == Scan.Status.COMPLETED
+        else None,
     }
     return render(request, "imports/draft_confirm.html", context, status=status)

@@ -1,93 +1,301 @@
-"""`python manage.py import_job validate ...`: the composer's checks, from a shell.
+"""`python manage.py import_job validate|submit|status|list`: the composer's and the job pages' services, from a shell.
 
     import_job validate --datastore NAME [--input s3://…] --mappings FILE.csv [--json]
+    import_job submit --datastore NAME [--input s3://…] [--output s3://…] [--name N] [--mappings FILE.csv]
+    import_job status ID [--wait] [--json]
+    import_job list [--json]
 
-Prints each problem (with --json, one JSON object a line: severity, row, field, code, message) and exits 0 when
-there is no error (warnings allowed), 1 otherwise. The input prefix is scanned first when its latest scan is
-missing or out of date, exactly as the composer does.
+`validate` prints each problem (with --json, one JSON object a line: severity, row, field, code, message) and exits
+0 when there is no error (warnings allowed), 1 otherwise. `submit` runs the same validation, refuses with every
+problem and exit 1, or creates and enqueues the job and prints its ID alone on the last line. Both scan the input
+prefix first when its latest scan is missing or out of date, as the composer does. Each subcommand is a `_<name>`
+method.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from imports.mappingcsv import CsvRefused, mappings_read_csv
-from imports.mappings import Problem, mappings_validate
-from imports.models import Datastore, Scan
+from imports import jobs
+from imports.mappingcsv import CSV_COLUMNS, CsvRefused, mappings_read_csv
+from imports.mappings import Mapping, Problem, mappings_validate
+from imports.models import Datastore, ImportJob, Scan
 from imports.scanning import control, run
 from imports.scanning.lookup import prefix_index, scan_is_current
-from imports.validators import split_s3_uri, validate_s3_uri
+from imports.validators import (
+    split_s3_uri,
+    validate_job_name,
+    validate_output_s3_uri,
+    validate_s3_uri,
+)
+
+# Without a mappings file, `submit` sends a plain import: these set-level checks do not apply.
+PLAIN_IMPORT_CODES = {"no_mappings", "unmapped_json_file", "unmapped_study"}
 
 
 class Command(BaseCommand):
-    help = "Validate import mappings (and, later, submit jobs and follow them)."
+    help = "Submit import jobs and follow them (the same services as the pages)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        subcommands = parser.add_subparsers(dest="subcommand", required=True)
-        validate = subcommands.add_parser(
-            "validate", help="check a mappings CSV against the input prefix"
+        sub = parser.add_subparsers(dest="action", required=True)
+        validate = sub.add_parser(
+            "validate", help="Check a mappings CSV against the input prefix."
         )
-        validate.add_argument("--datastore", required=True, help="datastore name")
-        validate.add_argument(
-            "--input", help="input S3 URI (default: the datastore's input URI)"
-        )
+        validate.add_argument("--datastore", required=True, help="the datastore's name")
+        validate.add_argument("--input", help="input S3 URI (default: the datastore's)")
         validate.add_argument(
             "--mappings",
+            type=Path,
             required=True,
-            help="CSV with the header studyInstanceUID,seriesInstanceUID,metadataFilePath",
+            help="CSV with the header " + ",".join(CSV_COLUMNS),
         )
         validate.add_argument(
             "--json", action="store_true", help="one JSON object per problem"
         )
+        submit = sub.add_parser(
+            "submit",
+            help="Check and submit an import job; prints the job's ID alone on the last line.",
+        )
+        submit.add_argument("--datastore", required=True, help="the datastore's name")
+        submit.add_argument("--input", help="input S3 URI (default: the datastore's)")
+        submit.add_argument("--output", help="output S3 URI (default: the datastore's)")
+        submit.add_argument("--name", default="", help="job name")
+        submit.add_argument(
+            "--mappings",
+            type=Path,
+            help="CSV with the header "
+            + ",".join(CSV_COLUMNS)
+            + " (an empty series means study level)",
+        )
+        submit.add_argument(
+            "--idempotency-key",
+            help="run the command again with the same key to get the same job, not a second one",
+        )
+        status = sub.add_parser("status", help="A job's state, AWS job ID and counts.")
+        status.add_argument("id", type=int)
+        status.add_argument(
+            "--wait", action="store_true", help="block until the job has ended"
+        )
+        status.add_argument("--json", action="store_true", help="one JSON object")
+        status.add_argument(
+            "--interval", type=float, default=2.0, help=argparse.SUPPRESS
+        )
+        listing = sub.add_parser("list", help="The most recent jobs.")
+        listing.add_argument(
+            "--json", action="store_true", help="one JSON object a line"
+        )
+        listing.add_argument("--limit", type=int, default=50)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["subcommand"] == "validate":
-            self._validate(options)
+        getattr(self, f"_{options['action']}")(options)
+
+    # --- submit -----------------------------------------------------------------------------
 
     def _validate(self, options: dict[str, Any]) -> None:
         datastore = _datastore(options["datastore"])
-        uri = options["input"] or datastore.input_s3_uri
-        try:
-            validate_s3_uri(uri)
-        except ValidationError as error:
-            raise CommandError(" ".join(error.messages)) from error
-        uri = uri if uri.endswith("/") else uri + "/"
-        try:
-            data = Path(options["mappings"]).read_bytes()
-        except OSError as error:
-            raise CommandError(
-                f"Cannot read {options['mappings']}: {error.strerror}."
-            ) from error
-        try:
-            mappings = mappings_read_csv(data, check_fields=False)
-        except CsvRefused as refused:
-            problems = refused.problems or [
-                Problem("error", None, "", "csv_invalid", str(refused))
-            ]
-        else:
-            scan = _current_scan(datastore, uri, self.stderr)
-            problems = mappings_validate(
-                mappings=mappings, index=prefix_index(scan=scan)
-            )
+        uri = _input_uri(datastore, options.get("input"))
+        problems = self._check(datastore, uri, _read_mappings(options["mappings"]))
         _print_problems(self, problems, as_json=options["json"])
         if any(p.severity == "error" for p in problems):
             sys.exit(1)
 
+    def _submit(self, options: dict[str, Any]) -> None:
+        datastore = _datastore(options["datastore"])
+        uri = _input_uri(datastore, options.get("input"))
+        given = options.get("mappings") is not None
+        mappings = _read_mappings(options["mappings"]) if given else []
+        problems = _option_problems(options) + self._check(datastore, uri, mappings)
+        if not given:
+            problems = [p for p in problems if p.code not in PLAIN_IMPORT_CODES]
+        _print_problems(self, problems, as_json=False, summary=False)
+        if isinstance(mappings, Problem) or any(
+            p.severity == "error" for p in problems
+        ):
+            raise CommandError(
+                "The job was not submitted: fix the errors above.", returncode=1
+            )
+        request = jobs.job_request_build(
+            datastore=datastore,
+            input_s3_uri=uri,
+            output_s3_uri=options.get("output"),
+            job_name=options.get("name") or "",
+            mappings=mappings,
+        )
+        job = jobs.job_create(
+            actor=None,
+            draft=None,
+            datastore=datastore,
+            request=request,
+            idempotency_key=options["idempotency_key"] or f"cli-{uuid.uuid4()}",
+        )
+        self.stdout.write(
+            f"Import job {job.pk} into “{datastore.name}”: {job.display_status.lower()}; "
+            f"follow it with: python manage.py import_job status {job.pk} --wait"
+        )
+        self.stdout.write(str(job.pk))
+
+    def _check(
+        self, datastore: Datastore, uri: str, mappings: list[Mapping] | Problem
+    ) -> list[Problem]:
+        """The composer's validation of these mappings against the prefix (scanned first if needed)."""
+        if isinstance(mappings, Problem):
+            return [mappings]
+        scan = _current_scan(datastore, uri, self.stderr)
+        return mappings_validate(mappings=mappings, index=prefix_index(scan=scan))
+
+    # --- status -----------------------------------------------------------------------------
+
+    def _status(self, options: dict[str, Any]) -> None:
+        job = (
+            ImportJob.objects.select_related("datastore")
+            .filter(pk=options["id"])
+            .first()
+        )
+        if job is None:
+            raise CommandError(f"There is no import job {options['id']}.", returncode=1)
+        while options["wait"] and job.is_live:
+            time.sleep(options["interval"])
+            job.refresh_from_db()
+        if options["json"]:
+            self.stdout.write(json.dumps(job_summary(job)))
+            return
+        summary = job_summary(job)
+        self.stdout.write(
+            f"Import job {job.pk} into “{job.datastore.name}”: {job.display_status}"
+        )
+        self.stdout.write(f"  AWS job ID  {job.aws_job_id or '–'}")
+        if job.results == ImportJob.Results.DONE:
+            self.stdout.write(
+                f"  files       {summary['imported']} imported, {summary['failed']} failed, "
+                f"{summary['warnings']} with warnings"
+            )
+            if job.non_primary_count:
+                self.stdout.write(f"  non-primary image sets  {job.non_primary_count}")
+        for text in (job.error_message, job.message, job.results_error):
+            if text:
+                self.stdout.write(f"  {text}")
+
+    # --- list -------------------------------------------------------------------------------
+
+    def _list(self, options: dict[str, Any]) -> None:
+        recent = ImportJob.objects.select_related("datastore")[: options["limit"]]
+        if options["json"]:
+            for job in recent:
+                self.stdout.write(json.dumps(job_summary(job)))
+            return
+        rows = [("ID", "DATASTORE", "STATUS", "AWS JOB ID", "NAME", "CONFIRMED")]
+        for job in recent:
+            rows.append(
+                (
+                    str(job.pk),
+                    job.datastore.name,
+                    job.status_code,
+                    job.aws_job_id,
+                    job.job_name,
+                    f"{job.created_at:%Y-%m-%d %H:%M}",
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            self.stdout.write(
+                "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            )
+
+
+def job_summary(job: ImportJob) -> dict[str, Any]:
+    """What `status --json` and `list --json` print: status says completed_with_errors when files failed."""
+    read = job.results == ImportJob.Results.DONE
+    return {
+        "id": job.pk,
+        "status": job.status_code,
+        "ended": job.has_ended,
+        "aws_job_id": job.aws_job_id or None,
+        "datastore": job.datastore.name,
+        "job_name": job.job_name or None,
+        "external": job.external,
+        "created_at": job.created_at.isoformat(),
+        "submitted_at": job.submitted_at.isoformat() if job.submitted_at else None,
+        "ended_at": job.ended_at.isoformat() if job.ended_at else None,
+        "imported": job.success_count + job.warning_count if read else None,
+        "failed": job.failure_count if read else None,
+        "warnings": job.warning_count if read else None,
+        "unreadable_result_lines": job.invalid_line_count if read else None,
+        "non_primary_image_sets": job.non_primary_count if read else None,
+        "scanned_files": job.scanned_files,
+        "error_code": job.error_code or None,
+        "error_message": job.error_message or None,
+        "message": job.message or None,
+    }
+
 
 def _datastore(name: str) -> Datastore:
-    datastore = Datastore.objects.filter(name=name).first()
+    datastore = Datastore.objects.filter(name=name, enabled=True).first()
     if datastore is None:
-        known = ", ".join(Datastore.objects.values_list("name", flat=True)) or "none"
-        raise CommandError(f"No datastore is named “{name}” (known: {known}).")
+        known = ", ".join(
+            Datastore.objects.filter(enabled=True).values_list("name", flat=True)
+        )
+        raise CommandError(
+            f"No enabled datastore is named “{name}” (known: {known or 'none'}).",
+            returncode=1,
+        )
     return datastore
+
+
+def _input_uri(datastore: Datastore, given: str | None) -> str:
+    uri = given or datastore.input_s3_uri
+    try:
+        validate_s3_uri(uri)
+    except ValidationError as error:
+        raise CommandError(
+            "--input: " + " ".join(error.messages), returncode=1
+        ) from error
+    # metadataFilePath is relative to the input URI, which is therefore a folder.
+    return uri if uri.endswith("/") else uri + "/"
+
+
+def _option_problems(options: dict[str, Any]) -> list[Problem]:
+    problems = []
+    for option, value, validate in (
+        ("--output", options.get("output"), validate_output_s3_uri),
+        ("--name", options.get("name"), validate_job_name),
+    ):
+        if value:
+            try:
+                validate(value)
+            except ValidationError as error:
+                problems += [
+                    Problem("error", None, option, "invalid_option", message)
+                    for message in error.messages
+                ]
+    return problems
+
+
+def _read_mappings(path: Path) -> list[Mapping] | Problem:
+    """The CSV's rows (their fields are checked by the validation), or why the file cannot be used."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return Problem(
+            "error",
+            None,
+            "",
+            "csv_invalid",
+            f"{path} cannot be read: {error.strerror}.",
+        )
+    try:
+        return mappings_read_csv(data, check_fields=False)
+    except CsvRefused as refused:
+        return Problem("error", None, "", "csv_invalid", str(refused))
 
 
 def _current_scan(datastore: Datastore, uri: str, log: Any) -> Scan:
@@ -116,16 +324,23 @@ def _current_scan(datastore: Datastore, uri: str, log: Any) -> Scan:
         region=datastore.region,
         datastore=datastore,
         enqueue=False,
+        origin=Scan.Origin.CLI,
     )
     result = run.scan_run(scan_id=scan.pk)
     if result is None or result.status != Scan.Status.COMPLETED:
         reason = result.error if result is not None else "another process took it"
-        raise CommandError(f"The scan of {uri} did not complete: {reason}")
+        raise CommandError(
+            f"The scan of {uri} did not complete: {reason}", returncode=1
+        )
     return result
 
 
 def _print_problems(
-    command: BaseCommand, problems: list[Problem], *, as_json: bool
+    command: BaseCommand,
+    problems: list[Problem],
+    *,
+    as_json: bool,
+    summary: bool = True,
 ) -> None:
     try:
         for p in problems:
@@ -144,7 +359,7 @@ def _print_problems(
                 field = f" {p.field}" if p.field else ""
                 line = f"{p.severity}: {where}{field}: {p.message} [{p.code}]"
             command.stdout.write(line)
-        if not as_json:
+        if summary and not as_json:
             errors = sum(p.severity == "error" for p in problems)
             warnings = len(problems) - errors
             command.stdout.write(

@@ -1,0 +1,279 @@
+"""Import jobs: the history, one job's page with its live status and results, downloads, new drafts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.core.paginator import Paginator
+from django.db.models import Count
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HTMX_STOP_POLLING
+
+from imports import jobs
+from imports.forms import JobFilterForm, JobResultFilterForm
+from imports.models import AuditEvent, ImportDraft, ImportJob, ImportJobResult
+from imports.views.common import (
+    HtmxHttpRequest,
+    csv_response,
+    filters_query,
+    get_job_for_user,
+)
+
+RESULT_FIELDS = [
+    "line",
+    "outcome",
+    "input_file",
+    "image_set_id",
+    "image_set_version",
+    "is_primary",
+    "exception_type",
+    "message",
+]
+JOB_EXPORT_FIELDS = [
+    "id", "datastore", "status", "aws_job_id", "job_name", "external", "submitted_by", "input_s3_uri",
+    "mappings", "created_at", "submitted_at", "ended_at", "imported", "failed", "warnings",
+    "non_primary_image_sets", "error_code",
+]  # fmt: skip
+
+
+@require_GET
+@permission_required("imports.view_importjob", raise_exception=True)
+def job_list(request: HtmxHttpRequest) -> HttpResponse:
+    form = JobFilterForm(request.GET)
+    queryset = form.filter(
+        ImportJob.objects.select_related("datastore", "submitted_by")
+    )
+    page = Paginator(queryset, 50).get_page(request.GET.get("page"))
+    template = (
+        "imports/job_list.html#job-table" if request.htmx else "imports/job_list.html"
+    )
+    return render(
+        request, template, {"form": form, "page": page, "query": filters_query(request)}
+    )
+
+
+@require_GET
+@permission_required("imports.view_importjob", raise_exception=True)
+def job_export(request: HttpRequest) -> StreamingHttpResponse:
+    """The filtered job history as CSV."""
+    queryset = JobFilterForm(request.GET).filter(
+        ImportJob.objects.select_related("datastore", "submitted_by")
+    )
+
+    def rows() -> Iterator[list[Any]]:
+        for job in queryset.iterator(chunk_size=2000):
+            yield [
+                job.pk, job.datastore.name, job.status_code, job.aws_job_id, job.job_name,
+                "yes" if job.external else "no",
+                job.submitted_by.get_username() if job.submitted_by else "",
+                job.input_s3_uri, job.mapping_count, _iso(job.created_at), _iso(job.submitted_at),
+                _iso(job.ended_at), job.success_count + job.warning_count, job.failure_count,
+                job.warning_count, job.non_primary_count, job.error_code,
+            ]  # fmt: skip
+
+    return csv_response("import-jobs.csv", JOB_EXPORT_FIELDS, rows())
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat() if value else ""
+
+
+def _status_context(job: ImportJob) -> dict[str, Any]:
+    """What the polled status fragment shows: only the job's own row, plus its queue place when waiting."""
+    context: dict[str, Any] = {"job": job, "timeline": _timeline(job)}
+    if job.status == ImportJob.Status.PENDING:
+        in_flight = jobs.in_flight_count(job.datastore_id)
+        context["quota_full"] = in_flight >= job.datastore.max_concurrent_jobs
+        context["queue_position"] = (
+            jobs.queue_position(job) if context["quota_full"] else None
+        )
+    return context
+
+
+def _timeline(job: ImportJob) -> list[dict[str, Any]]:
+    """Queued → submitted → in progress → the end, each with its time and how long the step took."""
+    ended_label = job.display_status if job.has_ended else "Completed"
+    steps = [
+        ("Queued", job.created_at if not job.external else None),
+        ("Submitted", job.submitted_at),
+        ("In progress", job.started_at),
+        (ended_label, job.ended_at),
+    ]
+    timeline = []
+    for index, (label, at) in enumerate(steps):
+        following = next((t for _, t in steps[index + 1 :] if t is not None), None)
+        timeline.append(
+            {
+                "label": label,
+                "at": at,
+                "took": (following - at) if at and following else None,
+                "done": at is not None,
+            }
+        )
+    return timeline
+
+
+@require_GET
+def job_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    job = get_job_for_user(request, pk)
+    context = _status_context(job)
+    context.update(
+        {
+            "request_json": json.dumps(job.request, indent=2),
+            "events": AuditEvent.objects.filter(
+                target_type="imports.importjob", target_id=str(job.pk)
+            ).order_by("created_at", "id")[:200],
+            "can_import": request.user.has_perm("imports.import_to_datastore"),
+            "derived_drafts": job.derived_drafts.all()[:20],
+        }
+    )
+    if job.results == ImportJob.Results.DONE:
+        context.update(_results_context(request, job))
+    return render(request, "imports/job_detail.html", context)
+
+
+@require_GET
+def job_status(request: HttpRequest, pk: int) -> HttpResponse:
+    """The polled status fragment. Once the job has ended and its results are read it answers 286,
+    which stops the polling, and loads the results section once."""
+    job = get_job_for_user(request, pk)
+    context = {**_status_context(job), "load_results": True}
+    response = render(request, "imports/job_detail.html#status", context)
+    if not job.is_live:
+        response.status_code = HTMX_STOP_POLLING
+    return response
+
+
+def _results_context(request: HttpRequest, job: ImportJob) -> dict[str, Any]:
+    form = JobResultFilterForm(request.GET)
+    files = Paginator(
+        form.filter(ImportJobResult.objects.filter(job=job)), 50
+    ).get_page(request.GET.get("page"))
+    failure_groups = list(
+        ImportJobResult.objects.filter(
+            job=job,
+            outcome__in=(
+                ImportJobResult.Outcome.FAILURE,
+                ImportJobResult.Outcome.INVALID,
+            ),
+        )
+        .values("outcome", "exception_type", "message")
+        .annotate(count=Count("id"))
+        .order_by("exception_type", "-count", "message")[:100]
+    )
+    total = job.success_count + job.warning_count + job.failure_count
+    return {
+        "result_form": form,
+        "files": files,
+        "files_query": filters_query(request),
+        "failure_groups": failure_groups,
+        "image_sets": job.image_sets,
+        "result_total": total,
+    }
+
+
+@require_GET
+def job_results(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """The results section, or only its file table when the filter form asks (htmx)."""
+    job = get_job_for_user(request, pk)
+    context = {"job": job, **_results_context(request, job)}
+    fragment = "files" if request.GET.get("fragment") == "files" else "results"
+    return render(request, f"imports/job_detail.html#{fragment}", context)
+
+
+@require_GET
+def job_results_download(
+    request: HttpRequest, pk: int, fmt: str
+) -> StreamingHttpResponse:
+    """Every result line of a job, streamed as CSV or JSON lines (flat memory however many there are)."""
+    job = get_job_for_user(request, pk)
+    if fmt not in ("csv", "jsonl"):
+        raise Http404
+    rows = (
+        ImportJobResult.objects.filter(job=job)
+        .order_by("id")
+        .values_list(*RESULT_FIELDS)
+        .iterator(chunk_size=2000)
+    )
+    if fmt == "csv":
+        return csv_response(f"job-{job.pk}-results.csv", RESULT_FIELDS, rows)
+
+    def lines() -> Iterator[str]:
+        for row in rows:
+            yield json.dumps(dict(zip(RESULT_FIELDS, row, strict=True))) + "\n"
+
+    response = StreamingHttpResponse(lines(), content_type="application/x-ndjson")
+    response["Content-Disposition"] = (
+        f'attachment; filename="job-{job.pk}-results.jsonl"'
+    )
+    return response
+
+
+def _draft_url(draft: ImportDraft, job: ImportJob) -> str:
+    # The composer's draft page, once it is there; until then the job page says which draft was made.
+    try:
+        return reverse("imports:draft_detail", args=[draft.pk])
+    except NoReverseMatch:
+        return reverse("imports:job_detail", args=[job.pk])
+
+
+@require_POST
+@permission_required("imports.import_to_datastore", raise_exception=True)
+def job_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_job_for_user(request, pk)
+    if not job.failure_count:
+        messages.warning(request, "This job has no failed files to retry.")
+        return redirect("imports:job_detail", pk=job.pk)
+    draft, scope = jobs.job_draft_retry_failed(job=job, actor=request.user)
+    text = (
+        f"Draft {draft.pk} holds the {len(scope.studies)} "
+        f"stud{'y' if len(scope.studies) == 1 else 'ies'} of the failed files "
+        f"and {draft.mappings.count()} of the job's mappings."
+    )
+    if scope.unknown_files:
+        text += (
+            f" {len(scope.unknown_files)} failed file{'s are' if len(scope.unknown_files) != 1 else ' is'} "
+            "not DICOM or not in a scan, so a retry cannot help them: fix or remove them under the input prefix."
+        )
+    messages.success(request, text)
+    return redirect(_draft_url(draft, job))
+
+
+@require_POST
+@permission_required("imports.import_to_datastore", raise_exception=True)
+def job_clone(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_job_for_user(request, pk)
+    if job.external:
+        messages.error(
+            request,
+            "A job started outside the dashboard has no stored request to clone.",
+        )
+        return redirect("imports:job_detail", pk=job.pk)
+    draft = jobs.job_draft_clone(job=job, actor=request.user)
+    messages.success(request, f"Draft {draft.pk} is a copy of this job's request.")
+    return redirect(_draft_url(draft, job))
+
+
+@require_GET
+@permission_required("imports.view_importjob", raise_exception=True)
+def jobs_active(request: HttpRequest) -> HttpResponse:
+    """The dashboard's live list: one fragment polled for every running job, not one request per row."""
+    active = list(
+        ImportJob.objects.exclude(status__in=ImportJob.ENDED)
+        .select_related("datastore")
+        .order_by("created_at")[:50]
+    )
+    response = render(
+        request, "imports/dashboard.html#active-jobs", {"active_jobs": active}
+    )
+    if not active:
+        response.status_code = HTMX_STOP_POLLING
+    return response

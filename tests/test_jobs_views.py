@@ -1,0 +1,311 @@
+"""The job pages: live status, results, downloads, new drafts, the history; who may do what."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.utils import timezone
+
+from imports import drafts, jobs
+from imports.mappings import Mapping
+from imports.models import (
+    Datastore,
+    ImportDraft,
+    ImportJob,
+    ImportJobResult,
+    ObjectHeader,
+    Scan,
+    ScanObject,
+)
+
+pytestmark = pytest.mark.django_db
+
+STUDY_A = "1.2.826.0.1.3680043.8.498.21"
+STUDY_B = "1.2.826.0.1.3680043.8.498.22"
+
+
+def _job(datastore: Datastore, user: User | None = None, **fields: Any) -> ImportJob:
+    job = jobs.job_create(
+        actor=user,
+        draft=None,
+        datastore=datastore,
+        request=jobs.job_request_build(
+            datastore=datastore,
+            job_name="ct",
+            mappings=[
+                Mapping(STUDY_A, "", "meta/a.json"),
+                Mapping(STUDY_B, STUDY_B + ".1", "meta/b.json"),
+            ],
+        ),
+        idempotency_key=uuid.uuid4().hex,
+    )
+    if fields:
+        ImportJob.objects.filter(pk=job.pk).update(**fields)
+        job.refresh_from_db()
+    return job
+
+
+def _completed_with_results(
+    datastore: Datastore, user: User | None = None
+) -> ImportJob:
+    job = _job(
+        datastore,
+        user,
+        status=ImportJob.Status.COMPLETED,
+        aws_job_id="c" * 32,
+        submitted_at=timezone.now(),
+        ended_at=timezone.now(),
+        results=ImportJob.Results.DONE,
+        success_count=2,
+        failure_count=2,
+        image_sets=[
+            {"imageSetId": "1" * 32, "imageSetVersion": 1, "isPrimary": True},
+            {"imageSetId": "2" * 32, "imageSetVersion": 1, "isPrimary": False},
+        ],
+        non_primary_count=1,
+    )
+    ImportJobResult.objects.bulk_create(
+        [
+            ImportJobResult(job=job, outcome="success", line=1, input_file="incoming/a1.dcm", image_set_id="1" * 32, is_primary=True),
+            ImportJobResult(job=job, outcome="success", line=2, input_file="incoming/b1.dcm", image_set_id="2" * 32, is_primary=False),
+            ImportJobResult(job=job, outcome="failure", line=1, input_file="incoming/a2.dcm", exception_type="ValidationException", message="DICOM attribute X does not exist"),
+            ImportJobResult(job=job, outcome="failure", line=2, input_file="incoming/junk.txt", exception_type="ValidationException", message="DICOM attribute TransferSyntaxUID does not exist"),
+        ]
+    )  # fmt: skip
+    return job
+
+
+def test_the_status_fragment_polls_while_the_job_runs_and_answers_286_once_it_has_ended(
+    client_bob: Client, datastore: Datastore, django_assert_max_num_queries: Any
+) -> None:
+    job = _job(datastore, status=ImportJob.Status.IN_PROGRESS, aws_job_id="a" * 32)
+    # Session, user, the user's and the groups' permissions, the job: nothing per result row.
+    with django_assert_max_num_queries(5):
+        running = client_bob.get(f"/jobs/{job.pk}/status/", HTTP_HX_REQUEST="true")
+    assert running.status_code == 200
+    assert b'hx-trigger="every 2s"' in running.content
+    assert b"In progress" in running.content
+
+    ImportJob.objects.filter(pk=job.pk).update(
+        status=ImportJob.Status.COMPLETED, results=ImportJob.Results.PENDING
+    )
+    reading = client_bob.get(f"/jobs/{job.pk}/status/")
+    assert reading.status_code == 200
+    assert b"Reading the per-file results" in reading.content
+
+    ImportJob.objects.filter(pk=job.pk).update(
+        results=ImportJob.Results.DONE, failure_count=1
+    )
+    ended = client_bob.get(f"/jobs/{job.pk}/status/")
+    assert ended.status_code == 286
+    assert b'hx-trigger="every' not in ended.content
+    assert b"Completed with errors" in ended.content
+    # The results section is loaded once, by the last fragment, without a page reload.
+    assert f'hx-get="/jobs/{job.pk}/results/"'.encode() in ended.content
+
+
+def test_a_waiting_job_shows_its_place_in_the_queue(
+    client_bob: Client, datastore: Datastore
+) -> None:
+    datastore.max_concurrent_jobs = 1
+    datastore.save()
+    _job(datastore, status=ImportJob.Status.IN_PROGRESS, aws_job_id="a" * 32)
+    _job(datastore)
+    third = _job(datastore)
+    response = client_bob.get(f"/jobs/{third.pk}/status/")
+    assert b"position 2" in response.content
+    datastore.max_concurrent_jobs = 5
+    datastore.save()
+    response = client_bob.get(f"/jobs/{third.pk}/status/")
+    assert b"Waiting for a worker" in response.content
+
+
+def test_the_job_page_shows_results_failures_by_type_image_sets_request_and_events(
+    client_bob: Client,
+    datastore: Datastore,
+    alice: User,
+    django_assert_max_num_queries: Any,
+) -> None:
+    job = _completed_with_results(datastore, alice)
+    with django_assert_max_num_queries(14):
+        response = client_bob.get(f"/jobs/{job.pk}/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Completed with errors" in html
+    assert "incoming/junk.txt" in html
+    assert "Non-primary" in html
+    assert "DICOM attribute TransferSyntaxUID does not exist" in html
+    assert "&quot;dicomMetadataMappings&quot;" in html
+    assert str(job.client_token) in html
+    assert "Confirmed import job" in html
+    # Viewers read; they are not offered actions.
+    assert "Retry failed files" not in html
+
+
+def test_the_file_table_filters_by_outcome_and_searches_by_file(
+    client_bob: Client, datastore: Datastore
+) -> None:
+    job = _completed_with_results(datastore)
+    response = client_bob.get(
+        f"/jobs/{job.pk}/results/",
+        {"fragment": "files", "outcome": "failure", "q": "junk"},
+        HTTP_HX_REQUEST="true",
+    )
+    html = response.content.decode()
+    assert 'id="job-files"' in html
+    assert "incoming/junk.txt" in html
+    assert "incoming/a2.dcm" not in html
+    assert "incoming/a1.dcm" not in html
+
+
+def test_results_download_as_csv_and_json_lines(
+    client_bob: Client, datastore: Datastore
+) -> None:
+    job = _completed_with_results(datastore)
+    response = client_bob.get(f"/jobs/{job.pk}/results.csv")
+    rows = list(
+        csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode()))  # type: ignore[attr-defined]
+    )
+    assert [r["input_file"] for r in rows] == [
+        "incoming/a1.dcm", "incoming/b1.dcm", "incoming/a2.dcm", "incoming/junk.txt",
+    ]  # fmt: skip
+    assert rows[1]["is_primary"] == "False"
+    response = client_bob.get(f"/jobs/{job.pk}/results.jsonl")
+    lines = [
+        json.loads(line)
+        for line in b"".join(response.streaming_content).splitlines()  # type: ignore[attr-defined]
+    ]
+    assert lines[3]["exception_type"] == "ValidationException"
+    assert client_bob.get(f"/jobs/{job.pk}/results.xml").status_code == 404
+
+
+def _scan_with(bucket: str, keys: dict[str, tuple[str, str, str]]) -> Scan:
+    scan = Scan.objects.create(
+        region="us-east-1", bucket=bucket, prefix="incoming/", status="completed"
+    )
+    for key, (study, series, sop) in keys.items():
+        header = ObjectHeader.objects.create(
+            bucket=bucket, key=key, etag=uuid.uuid4().hex, size=1, kind="dicom", status="ok",
+            study_instance_uid=study, series_instance_uid=series, sop_instance_uid=sop,
+        )  # fmt: skip
+        ScanObject.objects.create(scan=scan, header=header)
+    return scan
+
+
+def test_retry_failed_files_makes_a_draft_with_only_the_mappings_of_the_failed_studies(
+    client_alice: Client, alice: User, datastore: Datastore
+) -> None:
+    job = _completed_with_results(datastore, alice)
+    _scan_with(
+        "dicom-input",
+        {
+            "incoming/a1.dcm": (STUDY_A, STUDY_A + ".1", "1.1"),
+            "incoming/a2.dcm": (STUDY_A, STUDY_A + ".1", "1.2"),
+            "incoming/b1.dcm": (STUDY_B, STUDY_B + ".1", "2.1"),
+        },
+    )
+    response = client_alice.post(f"/jobs/{job.pk}/retry/", follow=True)
+    draft = ImportDraft.objects.get()
+    assert draft.source_job == job
+    assert draft.owner == alice
+    assert draft.job_name == "ct-retry"
+    assert list(
+        draft.mappings.values_list("study_instance_uid", "metadata_file_path")
+    ) == [(STUDY_A, "meta/a.json")]
+    html = response.content.decode()
+    assert f"Draft {draft.pk} holds the 1 study of the failed files" in html
+    assert "1 failed file is" in html  # junk.txt: not DICOM, a retry cannot help
+
+
+def test_clone_copies_every_mapping_and_viewers_may_not(
+    client_alice: Client, client_bob: Client, datastore: Datastore
+) -> None:
+    job = _completed_with_results(datastore)
+    assert client_bob.post(f"/jobs/{job.pk}/clone/").status_code == 403
+    assert client_bob.post(f"/jobs/{job.pk}/retry/").status_code == 403
+    assert not ImportDraft.objects.exists()
+    client_alice.post(f"/jobs/{job.pk}/clone/")
+    draft = ImportDraft.objects.get()
+    assert draft.mappings.count() == 2
+    assert drafts.draft_request(draft=draft) == {**job.request, "jobName": "ct-copy"}
+
+
+def test_the_duplicate_guard_counts_instances_a_completed_job_already_imported(
+    datastore: Datastore,
+) -> None:
+    job = _completed_with_results(datastore)
+    scan = _scan_with(
+        "dicom-input",
+        {
+            # a1 was imported by the job; "moved.dcm" is the same instance under another key.
+            "incoming/a1.dcm": (STUDY_A, STUDY_A + ".1", "1.1"),
+            "incoming/moved.dcm": (STUDY_B, STUDY_B + ".1", "2.1"),
+            "incoming/new.dcm": (STUDY_B, STUDY_B + ".1", "9.9"),
+        },
+    )
+    ObjectHeader.objects.create(
+        bucket="dicom-input", key="incoming/b1.dcm", etag="e", size=1, kind="dicom", status="ok",
+        study_instance_uid=STUDY_B, series_instance_uid=STUDY_B + ".1", sop_instance_uid="2.1",
+    )  # fmt: skip
+    found = jobs.job_duplicate_instances(datastore=datastore, scan=scan)
+    assert found.instances == 2
+    assert found.job == job
+    # A failed job imported nothing.
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.FAILED)
+    assert jobs.job_duplicate_instances(datastore=datastore, scan=scan).instances == 0
+
+
+def test_the_jobs_list_filters_pages_and_exports(
+    client_bob: Client,
+    datastore: Datastore,
+    alice: User,
+    django_assert_max_num_queries: Any,
+) -> None:
+    _completed_with_results(datastore, alice)
+    for _ in range(60):
+        _job(datastore)
+    with django_assert_max_num_queries(8):
+        response = client_bob.get("/jobs/")
+    assert response.status_code == 200
+    assert "61 jobs" in response.content.decode()
+    filtered = client_bob.get(
+        "/jobs/", {"status": "completed_with_errors"}
+    ).content.decode()
+    assert "1 job<" in filtered
+    by_submitter = client_bob.get("/jobs/", {"submitter": "alic"}).content.decode()
+    assert "1 job<" in by_submitter
+    export = client_bob.get("/jobs/export.csv", {"status": "pending"})
+    rows = list(
+        csv.DictReader(io.StringIO(b"".join(export.streaming_content).decode()))  # type: ignore[attr-defined]
+    )
+    assert len(rows) == 60
+    assert {r["status"] for r in rows} == {"pending"}
+
+
+def test_the_dashboard_lists_active_jobs_in_one_polled_fragment(
+    client_bob: Client, datastore: Datastore
+) -> None:
+    running = _job(datastore, status=ImportJob.Status.IN_PROGRESS, aws_job_id="a" * 32)
+    html = client_bob.get("/").content.decode()
+    assert 'hx-get="/jobs/active/"' in html
+    assert f"Job {running.pk}" in html
+    fragment = client_bob.get("/jobs/active/")
+    assert fragment.status_code == 200
+    ImportJob.objects.update(status=ImportJob.Status.COMPLETED)
+    assert client_bob.get("/jobs/active/").status_code == 286
+
+
+def test_someone_without_a_role_sees_no_job(
+    client: Client, nobody: User, datastore: Datastore
+) -> None:
+    job = _job(datastore)
+    client.force_login(nobody)
+    assert client.get(f"/jobs/{job.pk}/").status_code == 404
+    assert client.get("/jobs/").status_code == 403
