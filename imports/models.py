@@ -123,6 +123,7 @@ class AuditEvent(models.Model):
         DRAFT_CHANGED = "draft.changed", "Import draft changed"
         DRAFT_DELETED = "draft.deleted", "Import draft deleted"
         DRAFT_CONFIRMED = "draft.confirmed", "Import draft confirmed"
+        METADATA_WRITTEN = "metadata.written", "Metadata file written"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # The username is copied so the trail survives the deletion of the account.

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from imports.views import audit, browse, dashboard, drafts, scans
+from imports.views import audit, browse, dashboard, drafts, editor, scans
 
 app_name = "imports"
 
@@ -43,6 +43,9 @@ urlpatterns = [
     path("drafts/<int:pk>/preview/", drafts.draft_preview, name="draft_preview"),
     path("drafts/<int:pk>/reveal/", drafts.draft_reveal, name="draft_reveal"),
     path("drafts/<int:pk>/confirm/", drafts.draft_confirm, name="draft_confirm"),
+    path("drafts/<int:pk>/editor/", editor.editor_page, name="editor"),
+    path("drafts/<int:pk>/editor/row/", editor.editor_row, name="editor_row"),
+    path("editor/tags/", editor.editor_tags, name="editor_tags"),
     # /audit/
     path("audit/", audit.audit_list, name="audit_list"),
     path("audit/export.csv", audit.audit_export, name="audit_export"),
