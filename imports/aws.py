@@ -11,8 +11,8 @@ IAM permissions the dashboard's own credentials need:
 - iam:PassRole on each datastore's data access role (StartDICOMImportJob passes it to HealthImaging)
 - s3:ListBucket on the input and output buckets
 - s3:GetObject on the input prefixes (headers, JSON metadata files) and the output prefixes (job results)
-- s3:PutObject on the input prefixes (metadata files written in the browser) and s3:PutObject,
-  s3:DeleteObject on the output prefixes (the "Check connection" marker object)
+- s3:PutObject on the input prefixes (metadata files written in the browser), and s3:PutObject,
+  s3:DeleteObject on the input and output prefixes (the "Check connection" marker objects)
 """
 
 from __future__ import annotations

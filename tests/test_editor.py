@@ -749,3 +749,112 @@ def test_the_object_changed_between_load_and_save_is_refused_with_the_newer_vers
     _, etag = s3_json(world, STUDY_FILE)
     assert f'name="loaded_etag" value="{etag}"' in body
     assert 'name="rows-1-value" value="MINE"' in body  # the user's rows are kept
+
+
+# --- Fix inconsistency, on the demo data ------------------------------------------------------------------
+
+
+def test_fix_on_the_demo_study_unifies_study_description_through_to_the_preview(
+    localaws: LocalAWSHandle, alice: User, client_alice: Client
+) -> None:
+    import io
+
+    from django.core.management import call_command
+
+    from imports.models import Datastore, ScanSeries, ScanStudy
+    from imports.scanning import control, run
+    from localaws import democorpus
+
+    call_command("seed_demo", stdout=io.StringIO())
+    datastore = Datastore.objects.get()
+    scan, _ = control.scan_start(
+        actor=None,
+        bucket=democorpus.INPUT_BUCKET,
+        prefix=democorpus.INPUT_PREFIX,
+        region=datastore.region,
+        datastore=datastore,
+        enqueue=False,
+    )
+    run.scan_run(scan_id=scan.pk)
+    chest = ScanStudy.objects.get(scan=scan, variants__has_key="StudyDescription")
+    # "Fix" on the scan page starts a draft of the scan and opens its editor.
+    response = client_alice.post(
+        reverse("imports:draft_from_scan", args=[scan.pk]),
+        {"fix_study": chest.study_instance_uid, "fix_attribute": "StudyDescription"},
+    )
+    assert response.status_code == 302
+    draft = ImportDraft.objects.get()
+    assert response["Location"] == (
+        f"{editor_url(draft)}?study={chest.study_instance_uid}&series=&fix=StudyDescription"
+    )
+    page = client_alice.get(response["Location"])
+    body = page.content.decode()
+    # 2 + 48 instances carry the canonical spelling, the 40 of the lung series the other.
+    assert (
+        '<td>“CT CHEST W CONTRAST” <span class="badge ok">most instances</span></td><td class="num">50</td>'
+        in body
+    )
+    assert '<td>“CT Chest w/ contrast”</td><td class="num">40</td>' in body
+    assert 'name="rows-2-tag" value="StudyDescription"' in body
+    assert 'name="rows-2-value" value="CT CHEST W CONTRAST"' in body
+    path = f"metadata/{chest.study_instance_uid}.json"
+    saved = client_alice.post(
+        editor_url(draft),
+        form_data(
+            draft,
+            [
+                {"tag": "StudyInstanceUID", "value": chest.study_instance_uid},
+                {"tag": "StudyDescription", "value": "CT CHEST W CONTRAST"},
+            ],
+            study=chest.study_instance_uid,
+            path=path,
+        ),
+    )
+    assert saved.status_code == 302
+    mapping = draft.mappings.get()
+    assert (
+        mapping.study_instance_uid,
+        mapping.series_instance_uid,
+        mapping.metadata_file_path,
+    ) == (
+        chest.study_instance_uid,
+        "",
+        path,
+    )
+    lung = ScanSeries.objects.get(study=chest, series_description="Axial 2.0 B70f lung")
+    preview = client_alice.get(
+        reverse("imports:draft_preview", args=[draft.pk]),
+        {"series": lung.series_instance_uid},
+    ).content.decode()
+    assert "StudyDescription (0008,1030)" in preview
+    assert "CT CHEST W CONTRAST" in preview
+
+    # Then a series-level file that corrects a PatientName with the PN widget: the composer accepts both.
+    draft.refresh_from_db()
+    brain_t2 = ScanSeries.objects.get(
+        study__scan=scan, series_description=democorpus.T2_SCANNER_DESCRIPTION
+    )
+    response = client_alice.post(
+        editor_url(draft),
+        form_data(
+            draft,
+            [
+                {
+                    "tag": "PatientName",
+                    "pn-0-0": "Smith",
+                    "pn-0-1": "John",
+                    "pn-0-2": "Alan",
+                }
+            ],
+            study=brain_t2.study.study_instance_uid,
+            series=brain_t2.series_instance_uid,
+            path=f"metadata/{brain_t2.series_instance_uid}.json",
+        ),
+    )
+    assert response.status_code == 302
+    draft.refresh_from_db()
+    problems = drafts.draft_validate(draft=draft)
+    assert [p for p in problems if p.severity == "error"] == []
+    assert [p.code for p in problems if p.row is not None] == [
+        "patient_attribute_in_series_file"
+    ]
