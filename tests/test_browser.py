@@ -59,6 +59,16 @@ def page(live_server: Any) -> Iterator[Any]:
     os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
+@pytest.fixture(autouse=True)
+def _role_groups(transactional_db: None) -> None:
+    """seed_demo puts its users in the role groups, which an earlier transactional test's flush erased."""
+    from django.apps import apps as django_apps
+
+    from imports.roles import sync_role_groups
+
+    sync_role_groups(django_apps)
+
+
 def sign_in(page: Any, username: str, password: str = PASSWORD) -> None:
     page.goto("/")
     assert "/accounts/login/" in page.url
