@@ -11,8 +11,8 @@ IAM permissions the dashboard's own credentials need:
 - iam:PassRole on each datastore's data access role (StartDICOMImportJob passes it to HealthImaging)
 - s3:ListBucket on the input and output buckets
 - s3:GetObject on the input prefixes (headers, JSON metadata files) and the output prefixes (job results)
-- s3:PutObject on the input prefixes (metadata files written in the browser) and s3:PutObject,
-  s3:DeleteObject on the output prefixes (the "Check connection" marker object)
+- s3:PutObject on the input prefixes (metadata files written in the browser), and s3:PutObject,
+  s3:DeleteObject on the input and output prefixes (the "Check connection" marker objects)
 """
 
 from __future__ import annotations
@@ -76,6 +76,18 @@ class Unreachable(AwsError):
     transient = True
 
 
+class PreconditionFailed(AwsError):
+    """A conditional write was refused (412): the object is not the version the caller expected."""
+
+    code = "PreconditionFailed"
+
+
+class TooLarge(AwsError):
+    """An object is larger than the caller is willing to read whole."""
+
+    code = "TooLarge"
+
+
 class Unavailable(AwsError):
     """AWS answered, with a server error (5xx) or a request timeout: its problem, not the request's."""
 
@@ -103,6 +115,10 @@ _THROTTLED = {
     "TooManyRequestsException",
     "RequestLimitExceeded",
 }
+
+# A conditional write that lost: S3 answers 412, or 409 when a concurrent conditional write of the same key won.
+_PRECONDITION = {"PreconditionFailed", "ConditionalRequestConflict"}
+
 # Answers of an overloaded or failing service; S3's RequestTimeout (400) means the connection
 # stalled, which says nothing about the object either.
 _UNAVAILABLE = {
@@ -128,6 +144,8 @@ def _translate(error: Exception, doing: str) -> AwsError:
             return NotFound(text, code=code, detail=detail)
         if code in _THROTTLED:
             return Throttled(text, code=code, detail=detail)
+        if code in _PRECONDITION:
+            return PreconditionFailed(text, code=code, detail=detail)
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code in _UNAVAILABLE or status >= 500:
             return Unavailable(text, code=code, detail=detail)
@@ -396,15 +414,57 @@ def s3_iter_lines(*, region: str, bucket: str, key: str) -> Iterator[bytes]:
 
 
 def s3_put_object(
-    *, region: str, bucket: str, key: str, body: bytes, content_type: str
+    *,
+    region: str,
+    bucket: str,
+    key: str,
+    body: bytes,
+    content_type: str,
+    if_match: str | None = None,
+    if_none_match: bool = False,
 ) -> str:
+    """Write an object and return its ETag.
+
+    `if_match` writes only over that ETag, `if_none_match` only where no object exists (S3's conditional
+    writes): either way the check and the write are one request, so no other writer can slip in between.
+    A refusal raises PreconditionFailed.
+    """
+    params: dict[str, Any] = {
+        "Bucket": bucket,
+        "Key": key,
+        "Body": body,
+        "ContentType": content_type,
+    }
+    if if_match is not None:
+        params["IfMatch"] = f'"{if_match.strip(chr(34))}"'
+    if if_none_match:
+        params["IfNoneMatch"] = "*"
     try:
-        response = s3_client(region).put_object(
-            Bucket=bucket, Key=key, Body=body, ContentType=content_type
-        )
+        response = s3_client(region).put_object(**params)
     except _AWS_ERRORS as error:
         raise _translate(error, f"Writing s3://{bucket}/{key}") from error
     return response["ETag"].strip('"')
+
+
+@dataclass(frozen=True)
+class S3Body:
+    data: bytes
+    etag: str
+
+
+def s3_get_object(*, region: str, bucket: str, key: str, max_bytes: int) -> S3Body:
+    """A whole object with its ETag; TooLarge (without reading the body) when it is over `max_bytes`."""
+    try:
+        response = s3_client(region).get_object(Bucket=bucket, Key=key)
+        size = response["ContentLength"]
+        if size > max_bytes:
+            response["Body"].close()
+            raise TooLarge(
+                f"s3://{bucket}/{key} is {size:,} bytes; files over {max_bytes:,} bytes are not read"
+            )
+        return S3Body(response["Body"].read(), response["ETag"].strip('"'))
+    except _AWS_ERRORS as error:
+        raise _translate(error, f"Reading s3://{bucket}/{key}") from error
 
 
 def s3_delete_object(*, region: str, bucket: str, key: str) -> None:

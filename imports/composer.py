@@ -78,7 +78,7 @@ TREE_STUDY_FIELDS = (
 )  # fmt: skip
 TREE_SERIES_FIELDS = (
     "study_id", "series_instance_uid", "series_number", "series_description", "modality",
-    "instance_count",
+    "instance_count", "variants",
 )  # fmt: skip
 
 

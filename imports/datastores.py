@@ -43,12 +43,14 @@ def datastore_check_connection(
 
     1. GetDatastore answers and the datastore is ACTIVE (StartDICOMImportJob needs ACTIVE).
     2. The input prefix can be listed (browsing and scanning need s3:ListBucket).
-    3. A marker object can be written then deleted under the output prefix (job results land there).
+    3. A marker object can be written then deleted under the input prefix (the metadata editor saves there).
+    4. A marker object can be written then deleted under the output prefix (job results land there).
     Every outcome is a sentence; nothing here raises for an AWS failure.
     """
     results = [
         _check_datastore_active(datastore),
         _check_input_listable(datastore),
+        _check_input_writable(datastore),
         _check_output_writable(datastore),
     ]
     audit_record(
@@ -111,33 +113,61 @@ def _check_input_listable(datastore: Datastore) -> CheckResult:
     return CheckResult(name, True, f"{datastore.input_s3_uri} can be listed.")
 
 
+def _check_input_writable(datastore: Datastore) -> CheckResult:
+    name = "Input prefix (write)"
+    written = _write_marker(datastore.region, datastore.input_s3_uri)
+    if isinstance(written, aws.AwsError):
+        failed = _s3_check_failed(name, "write to", datastore.input_s3_uri, written)
+        return CheckResult(
+            name,
+            False,
+            failed.message
+            + " The metadata editor cannot save files there (it needs s3:PutObject).",
+        )
+    if written:
+        return CheckResult(name, False, written)
+    return CheckResult(
+        name,
+        True,
+        f"{datastore.input_s3_uri} is writable (a test object was written and deleted): "
+        "the metadata editor can save files there.",
+    )
+
+
 def _check_output_writable(datastore: Datastore) -> CheckResult:
     name = "Output prefix"
-    bucket, prefix = split_s3_uri(datastore.output_s3_uri)
+    written = _write_marker(datastore.region, datastore.output_s3_uri)
+    if isinstance(written, aws.AwsError):
+        return _s3_check_failed(name, "write to", datastore.output_s3_uri, written)
+    if written:
+        return CheckResult(name, False, written)
+    return CheckResult(
+        name,
+        True,
+        f"{datastore.output_s3_uri} is writable (a test object was written and deleted).",
+    )
+
+
+def _write_marker(region: str, uri: str) -> aws.AwsError | str:
+    """Write then delete a marker object under `uri`: the error of the write, a sentence if only the delete
+    failed, or "" when both worked."""
+    bucket, prefix = split_s3_uri(uri)
     key = f"{prefix}.dashboard-connection-check-{uuid.uuid4().hex}"
     try:
         aws.s3_put_object(
-            region=datastore.region,
+            region=region,
             bucket=bucket,
             key=key,
             body=b"connection check\n",
             content_type="text/plain",
         )
     except aws.AwsError as error:
-        return _s3_check_failed(name, "write to", datastore.output_s3_uri, error)
+        return error
     try:
-        aws.s3_delete_object(region=datastore.region, bucket=bucket, key=key)
+        aws.s3_delete_object(region=region, bucket=bucket, key=key)
     except aws.AwsError as error:
-        return CheckResult(
-            name,
-            False,
-            f"The dashboard wrote s3://{bucket}/{key} but cannot delete it ({error.code}); delete it by hand.",
-        )
-    return CheckResult(
-        name,
-        True,
-        f"{datastore.output_s3_uri} is writable (a test object was written and deleted).",
-    )
+        return f"The dashboard wrote s3://{bucket}/{key} but cannot delete it ({error.code}); delete it by hand."
+    return ""
 
 
 def _s3_check_failed(

@@ -717,3 +717,42 @@ def dataset_from_dicom_json(obj: Mapping[str, Any] | str | bytes) -> Dataset:
         more = f" (and {len(check.errors) - 5} more)" if len(check.errors) > 5 else ""
         raise ValueError(f"not valid DICOM JSON: {shown}{more}")
     return Dataset.from_json(dict(parsed))
+
+
+# --- One attribute at a time, for the metadata editor ------------------------------------------
+
+
+def check_element(key: str, attribute: Any) -> list[JsonIssue]:
+    """The verdict on one top-level attribute, with exactly the rules a whole file is held to.
+
+    The editor checks each row as it is typed; a file assembled from rows that each pass here passes
+    validate_dicom_json too (bar the cross-attribute rules, which the editor checks on the whole document).
+    """
+    errors: list[JsonIssue] = []
+    tag = _check_key(key, key, errors)
+    if tag is None:
+        return errors
+    if not isinstance(attribute, dict):
+        errors.append(
+            JsonIssue(key, f"attribute must be an object; got {_type_name(attribute)}")
+        )
+        return errors
+    _check_attribute(tag, attribute, key, errors)
+    return errors
+
+
+def dictionary_vr(tag: int) -> str | None:
+    """The data dictionary's VR for a tag ("US or SS" for some), or None for private and unknown tags."""
+    return _dictionary_vr(tag)
+
+
+def tag_label(tag: int) -> str:
+    """'SeriesDescription (0008,103E)', or '(0009,1001)' for a tag without a keyword."""
+    return _tag_label(tag)
+
+
+def key_problem(tag: int) -> str | None:
+    """Why a tag may not appear in a metadata file at all (group length, file meta, pixel data), or None."""
+    errors: list[JsonIssue] = []
+    _check_key(f"{tag:08X}", "", errors)
+    return errors[0].message if errors else None

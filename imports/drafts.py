@@ -365,6 +365,43 @@ def draft_assign(
     )
 
 
+def draft_map_written_file(
+    *,
+    draft: ImportDraft,
+    actor: Actor,
+    version: int,
+    targets: Sequence[tuple[str, str]],
+    path: str,
+    etag: str,
+) -> ImportDraft:
+    """Map a file the dashboard has just written (the metadata editor), whose ETag S3 gave in its answer.
+
+    The editor records the file in the draft's scan before calling this (editor._record_written), so validation
+    finds it at that ETag like any scanned file.
+    """
+    if draft.scan is None:
+        raise DraftRefused(
+            "This draft has no scan of its input prefix; refresh the index."
+        )
+    known = _known_targets(draft)
+    if not targets or any(target not in known for target in targets):
+        raise DraftRefused(
+            "A chosen series or study is not in the scan of the input prefix; reload the page."
+        )
+    return _apply(
+        draft=draft,
+        actor=actor,
+        version=version,
+        upserts=[(study, series, path, etag) for study, series in targets],
+        summary=f"Mapped {path}, written in the metadata editor",
+    )
+
+
+def draft_known_targets(*, draft: ImportDraft) -> set[tuple[str, str]]:
+    """Every (study, series) of the draft's scan, and (study, "") for each study."""
+    return _known_targets(draft)
+
+
 def _known_targets(draft: ImportDraft) -> set[tuple[str, str]]:
     assert draft.scan is not None
     rows = ScanSeries.objects.filter(study__scan=draft.scan).values_list(

@@ -368,3 +368,49 @@ class JobResultFilterForm(forms.Form):
         if self.cleaned_data["q"]:
             results = results.filter(input_file__icontains=self.cleaned_data["q"])
         return results
+
+
+# --- The metadata editor --------------------------------------------------------------------
+
+
+class EditorForm(DraftVersionForm):
+    """The editor's fixed fields; the rows are parsed by editor_rows_from_post (their number varies)."""
+
+    study = forms.CharField(max_length=64, widget=forms.HiddenInput)
+    series = forms.CharField(max_length=64, required=False, widget=forms.HiddenInput)
+    path = forms.CharField(
+        label="File (relative to the input prefix)",
+        max_length=1024,
+        strip=False,
+        error_messages={
+            "required": "File: type the path of the file, such as metadata/study.json."
+        },
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
+    )
+    loaded_etag = forms.CharField(
+        max_length=128, required=False, widget=forms.HiddenInput
+    )
+    replace = forms.BooleanField(required=False, label="Replace the existing file")
+
+
+def editor_rows_from_post(data: Any) -> list[Any]:
+    """The rows of an editor form, in their order: `row` names each row's number, its fields follow it."""
+    from imports.dicomrows import RowInput
+
+    rows = []
+    for number in data.getlist("row"):
+        if not number.isdigit():
+            continue
+        prefix = f"rows-{number}-"
+        pn = tuple(
+            data.get(f"{prefix}pn-{g}-{c}", "") for g in range(3) for c in range(5)
+        )
+        rows.append(
+            RowInput(
+                tag=data.get(prefix + "tag", ""),
+                vr=data.get(prefix + "vr", "").strip().upper(),
+                value=data.get(prefix + "value", ""),
+                pn=pn if any(pn) or f"{prefix}pn-0-0" in data else (),
+            )
+        )
+    return rows

@@ -573,6 +573,13 @@ def _content_problems(row: int, mapping: Mapping, contents: _Contents) -> list[P
     return problems
 
 
+def document_problems(
+    *, mapping: Mapping, document: Mapping_[str, Any], row: int = 0
+) -> list[Problem]:
+    """The content warnings a row mapping `document` gets, for the editor to show while the file is written."""
+    return _content_problems(row, mapping, _Contents.of(document))
+
+
 def _listed(items: list[str]) -> str:
     shown = ", ".join(items[:_LISTED])
     more = len(items) - _LISTED

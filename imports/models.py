@@ -136,6 +136,7 @@ class AuditEvent(models.Model):
         JOB_STATUS_CHANGED = "job.status_changed", "Import job status changed"
         JOB_DISCOVERED = "job.discovered", "External import job found"
         JOB_DRAFTED = "job.drafted", "Draft made from an import job"
+        METADATA_WRITTEN = "metadata.written", "Metadata file written"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # The username is copied so the trail survives the deletion of the account.

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from imports.views import audit, browse, dashboard, drafts, jobs, scans
+from imports.views import audit, browse, dashboard, drafts, editor, jobs, scans
 
 app_name = "imports"
 
@@ -57,6 +57,9 @@ urlpatterns = [
     ),
     path("jobs/<int:pk>/retry/", jobs.job_retry_failed, name="job_retry_failed"),
     path("jobs/<int:pk>/clone/", jobs.job_clone, name="job_clone"),
+    path("drafts/<int:pk>/editor/", editor.editor_page, name="editor"),
+    path("drafts/<int:pk>/editor/row/", editor.editor_row, name="editor_row"),
+    path("editor/tags/", editor.editor_tags, name="editor_tags"),
     # /audit/
     path("audit/", audit.audit_list, name="audit_list"),
     path("audit/export.csv", audit.audit_export, name="audit_export"),

@@ -382,3 +382,81 @@ def test_no_main_page_scrolls_sideways_at_390_px(
     widths["403"] = phone.evaluate(width)
     assert widths == {path: [390, 390] for path in widths}
     narrow.close()
+
+
+def test_on_the_demo_data_an_operator_fixes_a_study_description_with_the_keyboard_only(
+    page: Any, localaws: LocalAWSHandle
+) -> None:
+    from imports import drafts
+    from imports.models import ImportDraft, ScanStudy
+    from imports.scanning import control, run
+    from localaws import democorpus
+
+    call_command("seed_demo", stdout=io.StringIO())
+    datastore = Datastore.objects.get()
+    scan, _ = control.scan_start(
+        actor=None,
+        bucket=democorpus.INPUT_BUCKET,
+        prefix=democorpus.INPUT_PREFIX,
+        region=datastore.region,
+        datastore=datastore,
+        enqueue=False,
+    )
+    run.scan_run(scan_id=scan.pk)
+    chest = ScanStudy.objects.get(scan=scan, variants__has_key="StudyDescription")
+    draft = drafts.draft_start(
+        actor=None,
+        datastore=datastore,
+        input_s3_uri=democorpus.INPUT_S3_URI,
+        output_s3_uri=democorpus.OUTPUT_S3_URI,
+    )
+    sign_in(page, "operator", "operator-demo")
+    page.goto(f"/drafts/{draft.pk}/")
+    page.wait_for_selector("#tree")
+
+    def tab_to(selector: str) -> None:
+        for _ in range(200):
+            if page.evaluate(
+                "s => document.activeElement === document.querySelector(s)", selector
+            ):
+                return
+            page.keyboard.press("Tab")
+        raise AssertionError(f"Tab never reached {selector}")
+
+    # From the composer to "Fix", then into the editor, without the mouse.
+    tab_to(f"a[aria-label='Fix StudyDescription of study {chest.study_instance_uid}']")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#fix")
+    assert "most instances" in page.inner_text("#fix")
+    assert page.input_value("#rows-2-value") == democorpus.CANONICAL_CHEST_DESCRIPTION
+    # One more attribute, typed: the tag is looked up and the row checked as it is typed.
+    tab_to("#rows-3-tag")
+    page.keyboard.type("StudyID")
+    page.wait_for_selector("#row-3-check >> text=Study ID")
+    page.keyboard.press("Tab")
+    page.keyboard.type("S-0001-TOO-LONG-FOR-SH")
+    page.wait_for_selector("#row-3-check >> text=SH is at most 16 characters")
+    for _ in range(len("-TOO-LONG-FOR-SH")):
+        page.keyboard.press("Backspace")
+    page.wait_for_selector("#editor-status >> text=every row is valid")
+    page.screenshot(
+        path=os.path.join(SCREENSHOTS, "editor.png"), full_page=True, caret="initial"
+    )
+    tab_to("button[value=save]")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(
+        f"#mappings >> text=metadata/{chest.study_instance_uid}.json"
+    )
+    assert "Wrote metadata/" in page.inner_text(".messages")
+    mapping = ImportDraft.objects.get(pk=draft.pk).mappings.get()
+    assert mapping.metadata_file_path == f"metadata/{chest.study_instance_uid}.json"
+    body = (
+        localaws.s3_client()
+        .get_object(
+            Bucket=democorpus.INPUT_BUCKET,
+            Key=democorpus.INPUT_PREFIX + mapping.metadata_file_path,
+        )["Body"]
+        .read()
+    )
+    assert b'"00200010": {\n    "vr": "SH",\n    "Value": [\n      "S-0001"' in body
+    assert page.console_errors == []

@@ -77,12 +77,12 @@ def marker_key() -> Any:
     return ANY
 
 
-def put_ok(s3: Stubber) -> None:
+def put_ok(s3: Stubber, bucket: str = "dicom-output") -> None:
     s3.add_response(
         "put_object",
         {"ETag": '"abc"'},
         {
-            "Bucket": "dicom-output",
+            "Bucket": bucket,
             "Key": ANY,
             "Body": b"connection check\n",
             "ContentType": "text/plain",
@@ -90,8 +90,14 @@ def put_ok(s3: Stubber) -> None:
     )
 
 
-def delete_ok(s3: Stubber) -> None:
-    s3.add_response("delete_object", {}, {"Bucket": "dicom-output", "Key": ANY})
+def delete_ok(s3: Stubber, bucket: str = "dicom-output") -> None:
+    s3.add_response("delete_object", {}, {"Bucket": bucket, "Key": ANY})
+
+
+def input_write_ok(s3: Stubber) -> None:
+    """The marker written then deleted under the input prefix (the metadata editor saves there)."""
+    put_ok(s3, "dicom-input")
+    delete_ok(s3, "dicom-input")
 
 
 def check(datastore: Datastore) -> dict[str, tuple[bool, str]]:
@@ -107,11 +113,17 @@ def test_it_passes_when_everything_answers(
     hi, s3 = stubs
     get_datastore_ok(hi)
     list_ok(s3, [{"Key": "incoming/a.dcm", "Size": 1, "ETag": '"e"'}])
+    input_write_ok(s3)
     put_ok(s3)
     delete_ok(s3)
     assert check(datastore) == {
         "Datastore": (True, "Datastore “radiology” is ACTIVE."),
         "Input prefix": (True, "s3://dicom-input/incoming/ can be listed."),
+        "Input prefix (write)": (
+            True,
+            "s3://dicom-input/incoming/ is writable (a test object was written and deleted): "
+            "the metadata editor can save files there.",
+        ),
         "Output prefix": (
             True,
             "s3://dicom-output/results/ is writable (a test object was written and deleted).",
@@ -119,7 +131,7 @@ def test_it_passes_when_everything_answers(
     }
     event = AuditEvent.objects.get(action=AuditEvent.Action.DATASTORE_CHECKED)
     assert event.summary == "Checked connection of “Radiology”: all checks passed"
-    assert [r["ok"] for r in event.details["results"]] == [True, True, True]
+    assert [r["ok"] for r in event.details["results"]] == [True, True, True, True]
 
 
 def test_it_writes_and_deletes_the_same_marker_under_the_output_prefix(
@@ -133,12 +145,15 @@ def test_it_writes_and_deletes_the_same_marker_under_the_output_prefix(
     )
     get_datastore_ok(hi)
     list_ok(s3)
+    input_write_ok(s3)
     put_ok(s3)
     delete_ok(s3)
     check(datastore)
-    assert len(keys) == 3
+    assert len(keys) == 5
     assert keys[1] == keys[2]
-    assert re.fullmatch(r"results/\.dashboard-connection-check-[0-9a-f]{32}", keys[1])
+    assert re.fullmatch(r"incoming/\.dashboard-connection-check-[0-9a-f]{32}", keys[1])
+    assert keys[3] == keys[4]
+    assert re.fullmatch(r"results/\.dashboard-connection-check-[0-9a-f]{32}", keys[3])
 
 
 def test_it_says_the_input_prefix_is_empty(
@@ -147,6 +162,7 @@ def test_it_says_the_input_prefix_is_empty(
     hi, s3 = stubs
     get_datastore_ok(hi)
     list_ok(s3)
+    input_write_ok(s3)
     put_ok(s3)
     delete_ok(s3)
     assert check(datastore)["Input prefix"] == (
@@ -162,6 +178,7 @@ def test_it_fails_a_datastore_that_is_not_active(
     hi, s3 = stubs
     get_datastore_ok(hi, status)
     list_ok(s3)
+    input_write_ok(s3)
     put_ok(s3)
     delete_ok(s3)
     assert check(datastore)["Datastore"] == (
@@ -177,6 +194,7 @@ def test_it_reports_an_unknown_datastore(
     hi, s3 = stubs
     hi.add_client_error("get_datastore", "ResourceNotFoundException", "not found", 404)
     list_ok(s3)
+    input_write_ok(s3)
     put_ok(s3)
     delete_ok(s3)
     assert check(datastore)["Datastore"] == (
@@ -193,6 +211,7 @@ def test_it_reports_a_denied_get_datastore(
         "get_datastore", "AccessDeniedException", "User is not authorized", 403
     )
     list_ok(s3)
+    input_write_ok(s3)
     put_ok(s3)
     delete_ok(s3)
     ok, message = check(datastore)["Datastore"]
@@ -208,6 +227,7 @@ def test_it_reports_a_throttled_get_datastore(
     hi, s3 = stubs
     hi.add_client_error("get_datastore", "ThrottlingException", "Rate exceeded", 429)
     list_ok(s3)
+    input_write_ok(s3)
     put_ok(s3)
     delete_ok(s3)
     assert check(datastore)["Datastore"] == (
@@ -222,6 +242,7 @@ def test_it_reports_a_prefix_it_cannot_list(
     hi, s3 = stubs
     get_datastore_ok(hi)
     s3.add_client_error("list_objects_v2", "AccessDenied", "Access Denied", 403)
+    input_write_ok(s3)
     put_ok(s3)
     delete_ok(s3)
     assert check(datastore)["Input prefix"] == (
@@ -238,9 +259,10 @@ def test_it_reports_a_missing_bucket(
     s3.add_client_error(
         "list_objects_v2", "NoSuchBucket", "The specified bucket does not exist", 404
     )
-    s3.add_client_error(
-        "put_object", "NoSuchBucket", "The specified bucket does not exist", 404
-    )
+    for _ in ("input", "output"):
+        s3.add_client_error(
+            "put_object", "NoSuchBucket", "The specified bucket does not exist", 404
+        )
     results = check(datastore)
     assert results["Input prefix"] == (
         False,
@@ -258,11 +280,31 @@ def test_it_reports_an_output_prefix_it_cannot_write(
     hi, s3 = stubs
     get_datastore_ok(hi)
     list_ok(s3)
+    input_write_ok(s3)
     s3.add_client_error("put_object", "AccessDenied", "Access Denied", 403)
     assert check(datastore)["Output prefix"] == (
         False,
         "The dashboard cannot write to s3://dicom-output/results/: AccessDenied.",
     )
+
+
+def test_it_says_when_the_editor_may_not_write_under_the_input_prefix(
+    datastore: Datastore, stubs: tuple[Stubber, Stubber]
+) -> None:
+    hi, s3 = stubs
+    get_datastore_ok(hi)
+    list_ok(s3)
+    s3.add_client_error("put_object", "AccessDenied", "Access Denied", 403)
+    put_ok(s3)
+    delete_ok(s3)
+    results = check(datastore)
+    assert results["Input prefix (write)"] == (
+        False,
+        "The dashboard cannot write to s3://dicom-input/incoming/: AccessDenied. "
+        "The metadata editor cannot save files there (it needs s3:PutObject).",
+    )
+    assert results["Input prefix"][0]
+    assert results["Output prefix"][0]
 
 
 def test_it_reports_a_marker_it_cannot_delete(
@@ -271,6 +313,7 @@ def test_it_reports_a_marker_it_cannot_delete(
     hi, s3 = stubs
     get_datastore_ok(hi)
     list_ok(s3)
+    input_write_ok(s3)
     put_ok(s3)
     s3.add_client_error("delete_object", "AccessDenied", "Access Denied", 403)
     ok, message = check(datastore)["Output prefix"]
@@ -333,6 +376,7 @@ def test_the_admin_action_shows_each_result(
     hi, s3 = stubs
     get_datastore_ok(hi)
     list_ok(s3)
+    input_write_ok(s3)
     s3.add_client_error("put_object", "AccessDenied", "Access Denied", 403)
     response = client_carol.post(
         "/admin/imports/datastore/",
@@ -368,6 +412,7 @@ def test_the_command_prints_each_result_and_fails_when_not_ready(
     hi, s3 = stubs
     get_datastore_ok(hi, "CREATING")
     list_ok(s3)
+    input_write_ok(s3)
     put_ok(s3)
     delete_ok(s3)
     with pytest.raises(CommandError, match="“Radiology” is not ready for imports."):

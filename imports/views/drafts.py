@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -119,6 +120,18 @@ def draft_from_scan(request: HttpRequest, pk: int) -> HttpResponse:
         input_s3_uri=scan.uri,
         output_s3_uri=scan.datastore.output_s3_uri,
     )
+    fix = {
+        name: request.POST.get(f"fix_{name}", "")[:64]
+        for name in ("study", "series", "attribute")
+    }
+    if fix["study"] and fix["attribute"]:
+        # "Fix" on the scan page: the new draft's metadata editor, prefilled to unify the attribute.
+        query = urlencode(
+            {"study": fix["study"], "series": fix["series"], "fix": fix["attribute"]}
+        )
+        return redirect(
+            reverse("imports:editor", kwargs={"pk": draft.pk}) + "?" + query
+        )
     return redirect("imports:draft_detail", pk=draft.pk)
 
 

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -25,6 +24,7 @@ from imports.views.common import (
     csv_response,
     filters_query,
     get_job_for_user,
+    permission_required,
 )
 
 RESULT_FIELDS = [
@@ -45,7 +45,7 @@ JOB_EXPORT_FIELDS = [
 
 
 @require_GET
-@permission_required("imports.view_importjob", raise_exception=True)
+@permission_required("imports.view_importjob")
 def job_list(request: HtmxHttpRequest) -> HttpResponse:
     form = JobFilterForm(request.GET)
     queryset = form.filter(
@@ -61,7 +61,7 @@ def job_list(request: HtmxHttpRequest) -> HttpResponse:
 
 
 @require_GET
-@permission_required("imports.view_importjob", raise_exception=True)
+@permission_required("imports.view_importjob")
 def job_export(request: HttpRequest) -> StreamingHttpResponse:
     """The filtered job history as CSV."""
     queryset = JobFilterForm(request.GET).filter(
@@ -226,7 +226,7 @@ def _draft_url(draft: ImportDraft, job: ImportJob) -> str:
 
 
 @require_POST
-@permission_required("imports.import_to_datastore", raise_exception=True)
+@permission_required("imports.import_to_datastore")
 def job_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_job_for_user(request, pk)
     if not job.failure_count:
@@ -248,7 +248,7 @@ def job_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-@permission_required("imports.import_to_datastore", raise_exception=True)
+@permission_required("imports.import_to_datastore")
 def job_clone(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_job_for_user(request, pk)
     if job.external:
@@ -263,7 +263,7 @@ def job_clone(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_GET
-@permission_required("imports.view_importjob", raise_exception=True)
+@permission_required("imports.view_importjob")
 def jobs_active(request: HttpRequest) -> HttpResponse:
     """The dashboard's live list: one fragment polled for every running job, not one request per row."""
     active = list(
