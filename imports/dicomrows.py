@@ -23,7 +23,8 @@ from pydicom.datadict import dictionary_VM, keyword_for_tag
 from pydicom.datadict import tag_for_keyword as _tag_for_keyword
 
 from imports import dicomjson
-from imports.mappings import Level, Mapping, document_problems, level_of
+from imports.dicomlevels import Level, level_of
+from imports.mappings import Mapping, document_problems
 
 MAX_ROWS = 200
 # No standard attribute a header override would carry takes more; ImageType has a handful.

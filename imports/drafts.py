@@ -17,7 +17,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 
-from imports import aws, jobs
+from imports import jobrequest
 from imports.audit import Actor, audit_record
 from imports.mappingcsv import CsvRefused, mappings_read_csv
 from imports.mappings import (
@@ -34,12 +34,11 @@ from imports.models import (
     Datastore,
     DraftMapping,
     ImportDraft,
-    ImportJob,
     ObjectHeader,
     Scan,
     ScanSeries,
 )
-from imports.scanning.lookup import index_for_prefix, prefix_index, scan_is_current
+from imports.scanning.lookup import index_for_prefix, prefix_index
 from imports.suggestions import draft_suggestions
 from imports.validators import split_s3_uri
 
@@ -210,7 +209,7 @@ def draft_content_hash(*, draft: ImportDraft) -> str:
 
 def draft_request(*, draft: ImportDraft) -> dict[str, Any]:
     """The StartDICOMImportJob parameters, exactly as they will be sent (the client token is added at submit)."""
-    return jobs.job_request_build(
+    return jobrequest.job_request_build(
         datastore=draft.datastore,
         input_s3_uri=draft.input_s3_uri,
         output_s3_uri=draft.output_s3_uri,
@@ -567,81 +566,3 @@ def drafts_listed(
             Q(job_name__icontains=text) | Q(input_s3_uri__icontains=text)
         )
     return drafts
-
-
-# --- Confirmation ---------------------------------------------------------------------------
-
-
-def draft_confirm(
-    *,
-    draft: ImportDraft,
-    actor: Actor,
-    version: int,
-    content_hash: str,
-    acknowledged_warnings: bool,
-    idempotency_key: str,
-) -> ImportJob:
-    """Check everything again, on the server and against S3 as it is now, then create the import job.
-
-    The page the user confirmed showed `version` and `content_hash`; if the draft or a mapped file's recorded
-    ETag changed since, the confirmation is refused rather than applied to something the user did not see.
-    The form's `idempotency_key` makes a second POST of the same page return the job the first one made.
-    """
-    existing = ImportJob.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is not None:
-        return existing
-    current = ImportDraft.objects.select_related("datastore", "scan").get(pk=draft.pk)
-    if current.version != version or current.content_hash != content_hash:
-        raise DraftConflict(current)
-    scan = current.scan
-    if scan is None or scan.status != Scan.Status.COMPLETED:
-        raise DraftRefused(
-            "The input prefix has no completed scan; refresh the index first."
-        )
-    try:
-        unchanged = scan_is_current(scan=scan)
-    except aws.AwsError as error:
-        raise DraftRefused(
-            f"The input prefix could not be listed to check it is unchanged: {error}. Nothing was confirmed."
-        ) from None
-    if not unchanged:
-        raise DraftRefused(
-            "Objects under the input prefix were added, removed or rewritten since its scan: "
-            "refresh the index, check the mappings again, then confirm."
-        )
-    problems = draft_validate(draft=current)
-    errors = [p for p in problems if p.severity == "error"]
-    warnings = [p for p in problems if p.severity == "warning"]
-    if errors:
-        raise DraftRefused(
-            f"{len(errors)} error{'s' if len(errors) != 1 else ''} must be fixed before the import can be confirmed."
-        )
-    if warnings and not acknowledged_warnings:
-        raise DraftRefused(
-            f"Tick the box to acknowledge the {len(warnings)} warning{'s' if len(warnings) != 1 else ''} first."
-        )
-    request = draft_request(draft=current)
-    payload = json.dumps(request, sort_keys=True, separators=(",", ":")).encode()
-    with transaction.atomic():
-        job = jobs.job_create(
-            actor=actor,
-            draft=current,
-            datastore=current.datastore,
-            request=request,
-            idempotency_key=idempotency_key,
-        )
-        audit_record(
-            actor=actor,
-            action=AuditEvent.Action.DRAFT_CONFIRMED,
-            target=current,
-            summary=f"Confirmed the import of {current.input_s3_uri} into “{current.datastore.name}” "
-            f"as import job {job.pk} ({len(jobs.request_mappings(request))} mappings)",
-            details={
-                "job": job.pk,
-                "content_hash": current.content_hash,
-                "request_sha256": hashlib.sha256(payload).hexdigest(),
-                "acknowledged_warnings": sorted({p.code for p in warnings}),
-                "idempotency_key": idempotency_key,
-            },
-        )
-    return job

@@ -11,151 +11,36 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-import json
 import logging
 import random
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import F, Q
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
 from imports import aws, limiter
 from imports.audit import Actor, audit_record
-from imports.mappings import MAX_MAPPINGS, Mapping
+from imports.jobrequest import (
+    InvalidJobRequest,
+    request_mappings,
+    request_problems,
+    request_sha256,
+)
 from imports.models import (
     AuditEvent,
     Datastore,
-    DraftMapping,
     ImportDraft,
     ImportJob,
-    ImportJobResult,
-    ObjectHeader,
-    Scan,
 )
 from imports.validators import split_s3_uri
 
 logger = logging.getLogger(__name__)
-
-REQUEST_KEYS = {
-    "datastoreId",
-    "dataAccessRoleArn",
-    "inputS3Uri",
-    "outputS3Uri",
-    "inputOwnerAccountId",
-    "jobName",
-    "importConfiguration",
-}
-REQUIRED_KEYS = ("datastoreId", "dataAccessRoleArn", "inputS3Uri", "outputS3Uri")
-
-
-class InvalidJobRequest(ValueError):
-    """A request that StartDICOMImportJob would refuse; `problems` lists every reason."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
-
-
-# --- The request ----------------------------------------------------------------------------
-
-
-def job_request_build(
-    *,
-    datastore: Datastore,
-    input_s3_uri: str | None = None,
-    output_s3_uri: str | None = None,
-    job_name: str = "",
-    mappings: Iterable[Mapping] = (),
-) -> dict[str, Any]:
-    """StartDICOMImportJob's parameters (clientToken aside) for a datastore, as boto3 takes them.
-
-    Optional members are left out rather than sent empty: AWS refuses an empty inputOwnerAccountId, and
-    importConfiguration needs at least one mapping.
-    """
-    request: dict[str, Any] = {
-        "datastoreId": datastore.datastore_id,
-        "dataAccessRoleArn": datastore.role_arn,
-        "inputS3Uri": input_s3_uri or datastore.input_s3_uri,
-        "outputS3Uri": output_s3_uri or datastore.output_s3_uri,
-    }
-    if datastore.input_owner_account_id:
-        request["inputOwnerAccountId"] = datastore.input_owner_account_id
-    if job_name:
-        request["jobName"] = job_name
-    items = []
-    for mapping in mappings:
-        item = {"studyInstanceUID": mapping.study_instance_uid}
-        if mapping.series_instance_uid:
-            item["seriesInstanceUID"] = mapping.series_instance_uid
-        item["metadataFilePath"] = mapping.metadata_file_path
-        items.append(item)
-    if items:
-        request["importConfiguration"] = {
-            "dicomJsonMetadataImportConfiguration": {"dicomMetadataMappings": items}
-        }
-    return request
-
-
-def request_mappings(request: dict[str, Any]) -> list[dict[str, str]]:
-    configuration = request.get("importConfiguration") or {}
-    mappings: list[dict[str, str]] = configuration.get(
-        "dicomJsonMetadataImportConfiguration", {}
-    ).get("dicomMetadataMappings", [])
-    return mappings
-
-
-def request_problems(request: dict[str, Any], *, datastore: Datastore) -> list[str]:
-    """The shape checks a request must pass before it is stored (the composer checks the content)."""
-    problems = [
-        f"Unknown parameter “{key}”." for key in sorted(set(request) - REQUEST_KEYS)
-    ]
-    problems += [
-        f"“{key}” is missing." for key in REQUIRED_KEYS if not request.get(key)
-    ]
-    if request.get("datastoreId") and request["datastoreId"] != datastore.datastore_id:
-        problems.append(
-            f"datastoreId {request['datastoreId']} is not the datastore's ({datastore.datastore_id})."
-        )
-    if "importConfiguration" in request:
-        mappings = request_mappings(request)
-        if not isinstance(mappings, list) or not 1 <= len(mappings) <= MAX_MAPPINGS:
-            problems.append(
-                f"importConfiguration needs 1 to {MAX_MAPPINGS} mappings in "
-                "dicomJsonMetadataImportConfiguration.dicomMetadataMappings."
-            )
-        else:
-            for index, item in enumerate(mappings, start=1):
-                if not isinstance(item, dict) or not item.get("studyInstanceUID"):
-                    problems.append(f"Mapping {index} has no studyInstanceUID.")
-                elif not item.get("metadataFilePath"):
-                    problems.append(f"Mapping {index} has no metadataFilePath.")
-                elif set(item) - {
-                    "studyInstanceUID",
-                    "seriesInstanceUID",
-                    "metadataFilePath",
-                }:
-                    problems.append(f"Mapping {index} has unknown members.")
-    try:
-        json.dumps(request)
-    except (TypeError, ValueError):
-        problems.append("The request holds values that are not JSON.")
-    return problems
-
-
-def request_sha256(request: dict[str, Any], client_token: str) -> str:
-    """sha256 of exactly what is sent (keys sorted): an auditor can hash the stored request and compare."""
-    payload = {**request, "clientToken": client_token}
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 # --- Confirming: the composer's hand-off ----------------------------------------------------
@@ -553,176 +438,3 @@ def jobs_requeue_pending() -> list[int]:
     for pk in requeued:
         job_submit_task.delay(pk)
     return requeued
-
-
-# --- The duplicate-import guard -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DuplicateImport:
-    instances: int
-    job: ImportJob | None
-
-
-def job_duplicate_instances(*, datastore: Datastore, scan: Scan) -> DuplicateImport:
-    """SOP instances of a scan that a completed job already imported into this datastore.
-
-    An earlier job's success lines name S3 keys; the scan cache knows which SOP instance each key held.
-    A re-import of those instances updates their image sets (or forks non-primary ones), which is
-    rarely what the operator wants. `job` is the most recent such job, to link to.
-    """
-    imported_keys = ImportJobResult.objects.filter(
-        job__datastore=datastore,
-        job__status=ImportJob.Status.COMPLETED,
-        job__input_bucket=OuterRef("bucket"),
-        outcome__in=(ImportJobResult.Outcome.SUCCESS, ImportJobResult.Outcome.WARNING),
-        input_file=OuterRef("key"),
-    )
-    imported_sops = (
-        ObjectHeader.objects.filter(Exists(imported_keys))
-        .exclude(sop_instance_uid="")
-        .values("sop_instance_uid")
-    )
-    duplicates = ObjectHeader.objects.of_scan(scan).filter(
-        sop_instance_uid__in=imported_sops
-    )
-    count = duplicates.values("sop_instance_uid").distinct().count()
-    if not count:
-        return DuplicateImport(0, None)
-    keys = ObjectHeader.objects.filter(
-        sop_instance_uid__in=duplicates.values("sop_instance_uid")
-    )
-    job = (
-        ImportJob.objects.filter(
-            datastore=datastore,
-            status=ImportJob.Status.COMPLETED,
-            files__outcome__in=(
-                ImportJobResult.Outcome.SUCCESS,
-                ImportJobResult.Outcome.WARNING,
-            ),
-            files__input_file__in=keys.values("key"),
-        )
-        .order_by("-ended_at", "-pk")
-        .first()
-    )
-    return DuplicateImport(count, job)
-
-
-# --- New drafts from a job ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetryScope:
-    studies: set[str]
-    series: set[tuple[str, str]]
-    # Failed files that are not DICOM (or were never scanned): a retry cannot help them.
-    unknown_files: list[str]
-
-
-def job_failed_scope(job: ImportJob) -> RetryScope:
-    """The studies and series the failed files of a job belong to."""
-    failed = list(
-        ImportJobResult.objects.filter(job=job, outcome=ImportJobResult.Outcome.FAILURE)
-        .values_list("input_file", flat=True)
-        .distinct()
-    )
-    _, prefix = split_s3_uri(job.input_s3_uri)
-    mapping_by_key = {
-        _metadata_key(prefix, m["metadataFilePath"]): m
-        for m in request_mappings(job.request)
-    }
-    studies: set[str] = set()
-    series: set[tuple[str, str]] = set()
-    known: set[str] = set()
-    headers = ObjectHeader.objects.filter(
-        bucket=job.input_bucket, key__in=failed
-    ).exclude(study_instance_uid="")
-    for key, study, serie in headers.values_list(
-        "key", "study_instance_uid", "series_instance_uid"
-    ):
-        studies.add(study)
-        series.add((study, serie))
-        known.add(key)
-    for key in failed:
-        mapping = mapping_by_key.get(key)
-        if mapping is not None:
-            studies.add(mapping["studyInstanceUID"])
-            if mapping.get("seriesInstanceUID"):
-                series.add((mapping["studyInstanceUID"], mapping["seriesInstanceUID"]))
-            known.add(key)
-    return RetryScope(studies, series, sorted(set(failed) - known))
-
-
-def _metadata_key(prefix: str, path: str) -> str:
-    base = prefix if prefix.endswith("/") or not prefix else prefix + "/"
-    return base + path.lstrip("/")
-
-
-def _draft_from_job(
-    job: ImportJob, *, actor: Actor, mappings: list[dict[str, str]], name_suffix: str
-) -> ImportDraft:
-    job_name = job.job_name
-    if job_name:
-        job_name = job_name[: 64 - len(name_suffix)] + name_suffix
-    draft = ImportDraft.objects.create(
-        datastore=job.datastore,
-        input_s3_uri=job.input_s3_uri or job.datastore.input_s3_uri,
-        output_s3_uri=job.request.get("outputS3Uri") or job.datastore.output_s3_uri,
-        job_name=job_name,
-        scan=job.draft.scan if job.draft else None,
-        owner=actor if isinstance(actor, User) else None,
-        source_job=job,
-    )
-    DraftMapping.objects.bulk_create(
-        DraftMapping(
-            draft=draft,
-            study_instance_uid=m["studyInstanceUID"],
-            series_instance_uid=m.get("seriesInstanceUID", ""),
-            metadata_file_path=m["metadataFilePath"],
-        )
-        for m in mappings
-    )
-    return draft
-
-
-def job_draft_retry_failed(
-    *, job: ImportJob, actor: Actor
-) -> tuple[ImportDraft, RetryScope]:
-    """A new draft for the failed files' studies: only the original mappings that concern them."""
-    scope = job_failed_scope(job)
-    mappings = [
-        m
-        for m in request_mappings(job.request)
-        if m["studyInstanceUID"] in scope.studies
-    ]
-    with transaction.atomic():
-        draft = _draft_from_job(
-            job, actor=actor, mappings=mappings, name_suffix="-retry"
-        )
-        audit_record(
-            actor=actor,
-            action=AuditEvent.Action.JOB_DRAFTED,
-            target=job,
-            summary=f"Made draft {draft.pk} to retry the failed files of import job {job.pk} "
-            f"({len(scope.studies)} stud{'y' if len(scope.studies) == 1 else 'ies'}, "
-            f"{len(mappings)} mapping{'s' if len(mappings) != 1 else ''})",
-            details={"draft": draft.pk, "kind": "retry", "mappings": len(mappings)},
-        )
-    return draft, scope
-
-
-def job_draft_clone(*, job: ImportJob, actor: Actor) -> ImportDraft:
-    """A new draft with everything the job sent."""
-    mappings = request_mappings(job.request)
-    with transaction.atomic():
-        draft = _draft_from_job(
-            job, actor=actor, mappings=mappings, name_suffix="-copy"
-        )
-        audit_record(
-            actor=actor,
-            action=AuditEvent.Action.JOB_DRAFTED,
-            target=job,
-            summary=f"Cloned import job {job.pk} as draft {draft.pk}",
-            details={"draft": draft.pk, "kind": "clone", "mappings": len(mappings)},
-        )
-    return draft

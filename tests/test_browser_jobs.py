@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from imports import jobs, tasks
+from imports import jobrequest, jobs, tasks
 from imports.models import Datastore
 from localaws.testing import LocalAWSHandle, dicom_bytes
 from tests.conftest import ROOT, WorkerProcess
@@ -60,7 +60,9 @@ def test_an_operator_watches_a_confirmed_job_change_status_without_a_reload(
             actor=alice,
             draft=None,
             datastore=datastore,
-            request=jobs.job_request_build(datastore=datastore, job_name="ct-demo"),
+            request=jobrequest.job_request_build(
+                datastore=datastore, job_name="ct-demo"
+            ),
             idempotency_key=uuid.uuid4().hex,
         )
         page.goto(f"/jobs/{job.pk}/")

@@ -13,7 +13,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from imports import jobs, jobtracking, limiter
+from imports import jobrequest, jobs, jobtracking, limiter
 from imports.models import Datastore, ImportJob
 from localaws.testing import LocalAWSHandle, dicom_bytes
 from tests.drafts_world import (
@@ -61,7 +61,7 @@ def test_submit_prints_the_new_jobs_id_alone_on_the_last_line(
     assert "warning: all rows: " in output
     assert job.status == ImportJob.Status.PENDING
     assert job.request["jobName"] == "from-cli"
-    assert jobs.request_mappings(job.request) == [
+    assert jobrequest.request_mappings(job.request) == [
         {"studyInstanceUID": STUDY_A, "metadataFilePath": STUDY_FILE},
         {"studyInstanceUID": STUDY_A, "seriesInstanceUID": SERIES_A2, "metadataFilePath": SERIES_FILE},
     ]  # fmt: skip
@@ -153,7 +153,7 @@ def test_status_json_says_completed_with_errors_when_files_failed(
 def test_status_wait_blocks_until_the_job_has_ended(datastore: Datastore) -> None:
     job = jobs.job_create(
         actor=None, draft=None, datastore=datastore,
-        request=jobs.job_request_build(datastore=datastore), idempotency_key="k",
+        request=jobrequest.job_request_build(datastore=datastore), idempotency_key="k",
     )  # fmt: skip
     ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.IN_PROGRESS)
 

@@ -11,7 +11,7 @@ from botocore.stub import Stubber
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from imports import aws, jobs, limiter
+from imports import aws, jobrequest, jobs, limiter
 from imports.mappings import Mapping
 from imports.models import AuditEvent, Datastore, ImportJob
 from localaws.testing import LocalAWSHandle
@@ -30,7 +30,7 @@ def _fast_limiter(settings: Any) -> None:
 
 
 def _request(datastore: Datastore, **overrides: Any) -> dict[str, Any]:
-    return jobs.job_request_build(
+    return jobrequest.job_request_build(
         datastore=datastore,
         job_name="nightly-ct",
         mappings=[
@@ -88,7 +88,9 @@ def test_confirming_stores_the_exact_request_a_token_and_an_audit_event_and_enqu
     assert str(uuid.UUID(job.client_token)) == job.client_token
     event = AuditEvent.objects.get(action=AuditEvent.Action.JOB_CREATED)
     assert event.actor == alice
-    assert event.details["sha256"] == jobs.request_sha256(job.request, job.client_token)
+    assert event.details["sha256"] == jobrequest.request_sha256(
+        job.request, job.client_token
+    )
     # Mappings name studies: no UID reaches the audit trail.
     assert STUDY not in str(event.details) + event.summary
 
@@ -116,7 +118,7 @@ def test_a_request_of_the_wrong_shape_is_refused_and_nothing_is_stored(
     request["clientToken"] = "mine"
     request["datastoreId"] = "f" * 32
     del request["dataAccessRoleArn"]
-    with pytest.raises(jobs.InvalidJobRequest) as caught:
+    with pytest.raises(jobrequest.InvalidJobRequest) as caught:
         jobs.job_create(
             actor=None,
             draft=None,
@@ -135,7 +137,7 @@ def test_a_request_of_the_wrong_shape_is_refused_and_nothing_is_stored(
 def test_the_request_leaves_out_optional_members_rather_than_sending_them_empty(
     datastore: Datastore,
 ) -> None:
-    request = jobs.job_request_build(datastore=datastore)
+    request = jobrequest.job_request_build(datastore=datastore)
     assert set(request) == {
         "datastoreId",
         "dataAccessRoleArn",
@@ -144,7 +146,7 @@ def test_the_request_leaves_out_optional_members_rather_than_sending_them_empty(
     }
     datastore.input_owner_account_id = "210987654321"
     assert (
-        jobs.job_request_build(datastore=datastore)["inputOwnerAccountId"]
+        jobrequest.job_request_build(datastore=datastore)["inputOwnerAccountId"]
         == "210987654321"
     )
 

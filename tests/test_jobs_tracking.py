@@ -13,7 +13,7 @@ from django.core import mail
 from django.test import Client
 from django.utils import timezone
 
-from imports import jobs, jobtracking, limiter
+from imports import jobrequest, jobs, jobtracking, limiter
 from imports.models import AuditEvent, Datastore, ImportJob, ImportJobResult
 from localaws.testing import LocalAWSHandle, dicom_bytes
 from tests.conftest import wait_for
@@ -47,7 +47,7 @@ def _confirm(
         actor=actor,
         draft=None,
         datastore=datastore,
-        request=jobs.job_request_build(
+        request=jobrequest.job_request_build(
             datastore=datastore, input_s3_uri=f"s3://dicom-input/{prefix}"
         ),
         idempotency_key=uuid.uuid4().hex,

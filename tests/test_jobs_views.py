@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from imports import drafts, jobs
+from imports import drafts, jobdrafts, jobrequest, jobs
 from imports.mappings import Mapping
 from imports.models import (
     Datastore,
@@ -36,7 +36,7 @@ def _job(datastore: Datastore, user: User | None = None, **fields: Any) -> Impor
         actor=user,
         draft=None,
         datastore=datastore,
-        request=jobs.job_request_build(
+        request=jobrequest.job_request_build(
             datastore=datastore,
             job_name="ct",
             mappings=[
@@ -254,12 +254,14 @@ def test_the_duplicate_guard_counts_instances_a_completed_job_already_imported(
         bucket="dicom-input", key="incoming/b1.dcm", etag="e", size=1, kind="dicom", status="ok",
         study_instance_uid=STUDY_B, series_instance_uid=STUDY_B + ".1", sop_instance_uid="2.1",
     )  # fmt: skip
-    found = jobs.job_duplicate_instances(datastore=datastore, scan=scan)
+    found = jobdrafts.job_duplicate_instances(datastore=datastore, scan=scan)
     assert found.instances == 2
     assert found.job == job
     # A failed job imported nothing.
     ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.FAILED)
-    assert jobs.job_duplicate_instances(datastore=datastore, scan=scan).instances == 0
+    assert (
+        jobdrafts.job_duplicate_instances(datastore=datastore, scan=scan).instances == 0
+    )
 
 
 def test_the_jobs_list_filters_pages_and_exports(

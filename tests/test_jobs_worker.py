@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
-from imports import jobs, tasks
+from imports import jobrequest, jobs, tasks
 from imports.models import Datastore, ImportJob, ImportJobResult
 from localaws.testing import LocalAWSHandle, dicom_bytes
 from tests.conftest import WorkerProcess, wait_for
@@ -38,7 +38,7 @@ def _confirm(datastore: Datastore, actor: User | None, prefix: str) -> ImportJob
         actor=actor,
         draft=None,
         datastore=datastore,
-        request=jobs.job_request_build(
+        request=jobrequest.job_request_build(
             datastore=datastore, input_s3_uri=f"s3://dicom-input/{prefix}"
         ),
         idempotency_key=uuid.uuid4().hex,

@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
-from imports import audit, drafts, jobs, mappingcsv, preview
+from imports import audit, confirmation, drafts, jobdrafts, mappingcsv, preview
 from imports.composer import draft_composer
 from imports.forms import (
     DraftAssignForm,
@@ -457,7 +457,7 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             raise PermissionDenied(EDIT_PERMISSION)
         if form.is_valid():
             try:
-                job = drafts.draft_confirm(
+                job = confirmation.draft_confirm(
                     draft=draft,
                     actor=request.user,
                     version=form.cleaned_data["version"],
@@ -499,7 +499,7 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "notice": notice,
         "can_edit": request.user.has_perm(EDIT_PERMISSION),
         "jobs": draft.jobs.order_by("-created_at")[:5],
-        "duplicates": jobs.job_duplicate_instances(
+        "duplicates": jobdrafts.job_duplicate_instances(
             datastore=draft.datastore, scan=draft.scan
         )
         if draft.scan is not None and draft.scan.status == Scan.Status.COMPLETED

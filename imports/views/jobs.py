@@ -16,7 +16,7 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
-from imports import jobs
+from imports import jobdrafts, jobs
 from imports.forms import JobFilterForm, JobResultFilterForm
 from imports.models import AuditEvent, ImportDraft, ImportJob, ImportJobResult
 from imports.views.common import (
@@ -232,7 +232,7 @@ def job_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
     if not job.failure_count:
         messages.warning(request, "This job has no failed files to retry.")
         return redirect("imports:job_detail", pk=job.pk)
-    draft, scope = jobs.job_draft_retry_failed(job=job, actor=request.user)
+    draft, scope = jobdrafts.job_draft_retry_failed(job=job, actor=request.user)
     text = (
         f"Draft {draft.pk} holds the {len(scope.studies)} "
         f"stud{'y' if len(scope.studies) == 1 else 'ies'} of the failed files "
@@ -257,7 +257,7 @@ def job_clone(request: HttpRequest, pk: int) -> HttpResponse:
             "A job started outside the dashboard has no stored request to clone.",
         )
         return redirect("imports:job_detail", pk=job.pk)
-    draft = jobs.job_draft_clone(job=job, actor=request.user)
+    draft = jobdrafts.job_draft_clone(job=job, actor=request.user)
     messages.success(request, f"Draft {draft.pk} is a copy of this job's request.")
     return redirect(_draft_url(draft, job))
 

@@ -26,7 +26,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from imports import jobs
+from imports import jobrequest, jobs
 from imports.mappingcsv import CSV_COLUMNS, CsvRefused, mappings_read_csv
 from imports.mappings import Mapping, Problem, mappings_validate
 from imports.models import Datastore, ImportJob, Scan
@@ -124,7 +124,7 @@ class Command(BaseCommand):
             raise CommandError(
                 "The job was not submitted: fix the errors above.", returncode=1
             )
-        request = jobs.job_request_build(
+        request = jobrequest.job_request_build(
             datastore=datastore,
             input_s3_uri=uri,
             output_s3_uri=options.get("output"),
