@@ -154,3 +154,31 @@ def test_a_file_rewritten_since_the_scan_is_read_again(
     code, problems = run_validate(tmp_path, [f"{STUDY_A},,{STUDY_FILE}"])
     assert code == 1
     assert (1, "json_invalid") in {(p["row"], p["code"]) for p in problems}
+
+
+def test_the_cli_gives_the_composers_verdicts_on_the_same_mappings(
+    tmp_path: Path, store: Datastore
+) -> None:
+    from imports import drafts
+    from imports.scanning.lookup import index_for_prefix
+    from tests.drafts_world import INPUT, OUTPUT, scan_prefix
+
+    scan_prefix()
+    draft = drafts.draft_start(
+        actor=None, datastore=store, input_s3_uri=INPUT, output_s3_uri=OUTPUT
+    )
+    assert draft.scan == index_for_prefix(
+        actor=None, datastore=store, bucket="draft-in", prefix="incoming/"
+    )
+    drafts.draft_accept_suggestions(draft=draft, actor=None, version=1)
+    drafts.draft_assign(
+        draft=draft, actor=None, version=2, targets=[(STUDY_B, "")], path=WRONG_VR_FILE
+    )
+    composer = {
+        (p.severity, p.row, p.field, p.code) for p in drafts.draft_validate(draft=draft)
+    }
+    rows = [",".join(row) for row in drafts.draft_csv_rows(draft=draft)]
+    code, problems = run_validate(tmp_path, rows)
+    cli = {(p["severity"], p["row"], p["field"], p["code"]) for p in problems}
+    assert cli == composer
+    assert code == 1  # the wrong-VR file is an error in both
