@@ -282,6 +282,9 @@ def _ensure_datastore_row(datastore_id: str) -> str:
             action=AuditEvent.Action.DATASTORE_CHANGED,
             target=row,
             summary=f"seed_demo pointed “{row.name}” at datastore {datastore_id} (was {previous})",
+            details={
+                "changes": {"datastore_id": {"before": previous, "after": datastore_id}}
+            },
         )
     return f"now points at {datastore_id} (was {previous})"
 
