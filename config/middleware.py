@@ -9,6 +9,22 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.http.response import HttpResponseBase
 from django_htmx.http import HttpResponseClientRedirect
 
+from imports.audit import request_origin
+
+
+class AuditOriginMiddleware:
+    """Make the request's IP address and user agent available to every audit event it records.
+
+    See imports.audit.request_origin for why this is a context variable and not an argument.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        with request_origin(request):
+            return self.get_response(request)
+
 
 class ContentSecurityPolicyMiddleware:
     """Send the Content-Security-Policy header (Django 5.2 has no built-in CSP support)."""

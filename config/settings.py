@@ -52,6 +52,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "config.middleware.ContentSecurityPolicyMiddleware",
+    # Before everything that may record an audit event (sign-ins included).
+    "config.middleware.AuditOriginMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -126,8 +128,15 @@ if DEBUG:
 # --- Security -------------------------------------------------------------------------------
 # Behind a TLS-terminating proxy, set DJANGO_SECURE_PROXY_SSL_HEADER=true so Django trusts
 # X-Forwarded-Proto. The secure defaults below apply whenever DEBUG is off.
-if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
+_behind_proxy = env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False)
+if _behind_proxy:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# How many proxies in front append to X-Forwarded-For; the audit trail records the address the
+# outermost one saw (imports.audit.client_ip). 0: REMOTE_ADDR, and X-Forwarded-For is ignored,
+# since anyone can send it. A proxy that sets X-Forwarded-Proto is assumed to be one such hop.
+TRUSTED_PROXY_COUNT = env.int(
+    "DJANGO_TRUSTED_PROXY_COUNT", default=1 if _behind_proxy else 0
+)
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=not DEBUG)

@@ -6,6 +6,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
+from django.db import transaction
 from django.db.models import Field, Model, QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
@@ -127,16 +128,17 @@ class DatastoreAdmin(admin.ModelAdmin[Datastore]):
         form: ModelForm[Datastore],
         change: bool,
     ) -> None:
-        super().save_model(request, obj, form, change)
-        audit_record(
-            actor=request.user,
-            action=AuditEvent.Action.DATASTORE_CHANGED
+        # The row as it is in the database: `obj` already holds the form's values.
+        before = (
+            datastores.datastore_snapshot(Datastore.objects.get(pk=obj.pk))
             if change
-            else AuditEvent.Action.DATASTORE_CREATED,
-            target=obj,
-            summary=f"{'Changed' if change else 'Created'} datastore “{obj.name}”",
-            details={"changed_fields": form.changed_data},
+            else None
         )
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            datastores.datastore_record_saved(
+                actor=request.user, datastore=obj, before=before
+            )
 
     def delete_model(self, request: HttpRequest, obj: Datastore) -> None:
         audit_record(
@@ -144,6 +146,7 @@ class DatastoreAdmin(admin.ModelAdmin[Datastore]):
             action=AuditEvent.Action.DATASTORE_DELETED,
             target=obj,
             summary=f"Deleted datastore “{obj.name}” ({obj.region}/{obj.datastore_id})",
+            details={"before": datastores.datastore_snapshot(obj)},
         )
         super().delete_model(request, obj)
 
@@ -174,10 +177,32 @@ class DatastoreAdmin(admin.ModelAdmin[Datastore]):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
-    list_display = ["created_at", "actor_username", "action", "summary"]
+    """Read-only: no add, change or delete, whatever the user's permissions (superusers included)."""
+
+    list_display = ["created_at", "actor_username", "action", "ip", "summary"]
     list_filter = ["action"]
     search_fields = ["actor_username", "summary", "target_id"]
     date_hierarchy = "created_at"
+    # `actor` is left out: it may name a deleted account; actor_username is what was recorded.
+    readonly_fields = [
+        "created_at",
+        "actor_username",
+        "actor_account",
+        "action",
+        "target_type",
+        "target_id",
+        "summary",
+        "details",
+        "ip",
+        "user_agent",
+        "previous_hash",
+        "hash",
+    ]
+    fields = tuple(readonly_fields)
+
+    @admin.display(description="account id")
+    def actor_account(self, event: AuditEvent) -> str:
+        return str(event.actor_id) if event.actor_id is not None else "—"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -20,13 +20,46 @@ def datastore_create(*, actor: Actor, **fields: Any) -> Datastore:
     datastore.full_clean()
     with transaction.atomic():
         datastore.save()
+        datastore_record_saved(actor=actor, datastore=datastore, before=None)
+    return datastore
+
+
+def datastore_snapshot(datastore: Datastore) -> dict[str, Any]:
+    """The settings an auditor compares before and after a change (not the timestamps)."""
+    return {
+        field.attname: getattr(datastore, field.attname)
+        for field in Datastore._meta.concrete_fields
+        if field.name not in {"id", "created_at", "updated_at"}
+    }
+
+
+def datastore_record_saved(
+    *, actor: Actor, datastore: Datastore, before: dict[str, Any] | None
+) -> None:
+    """Audit a datastore just saved: all its settings if new, else each changed one, before and after."""
+    after = datastore_snapshot(datastore)
+    if before is None:
         audit_record(
             actor=actor,
             action=AuditEvent.Action.DATASTORE_CREATED,
             target=datastore,
             summary=f"Created datastore “{datastore.name}” ({datastore.region}/{datastore.datastore_id})",
+            details={"after": after},
         )
-    return datastore
+        return
+    changes = {
+        name: {"before": before.get(name), "after": value}
+        for name, value in after.items()
+        if before.get(name) != value
+    }
+    audit_record(
+        actor=actor,
+        action=AuditEvent.Action.DATASTORE_CHANGED,
+        target=datastore,
+        summary=f"Changed datastore “{datastore.name}”"
+        + (f": {', '.join(changes)}" if changes else " (nothing changed)"),
+        details={"changes": changes},
+    )
 
 
 @dataclass(frozen=True)

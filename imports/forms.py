@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
+from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.urls import reverse_lazy
@@ -88,6 +90,9 @@ def _iso_date_input() -> forms.TextInput:
     )
 
 
+TARGET_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
 class AuditFilterForm(forms.Form):
     action = forms.ChoiceField(
         choices=[("", "Any action"), *AuditEvent.Action.choices],
@@ -111,7 +116,32 @@ class AuditFilterForm(forms.Form):
         widget=_iso_date_input(),
         error_messages=ISO_DATE_ERRORS,
     )
+    target_type = forms.ChoiceField(label="Target", required=False)
+    target_id = forms.CharField(label="Target ID", required=False, max_length=64)
     q = forms.CharField(label="Text", required=False, max_length=200)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The kinds of object the trail names, as recorded (job events will add theirs).
+        recorded = (
+            AuditEvent.objects.exclude(target_type="")
+            .order_by("target_type")
+            .values_list("target_type", flat=True)
+            .distinct()
+        )
+        self.fields["target_type"].choices = [  # type: ignore[attr-defined]
+            ("", "Anything"),
+            *((label, _target_label(label)) for label in recorded),
+        ]
+
+    def clean_target_id(self) -> str:
+        value: str = self.cleaned_data["target_id"].strip()
+        if value and not TARGET_ID.fullmatch(value):
+            raise ValidationError(
+                "A target ID is made of letters, digits, dots, dashes, underscores and colons, "
+                "such as 42."
+            )
+        return value
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -124,7 +154,10 @@ class AuditFilterForm(forms.Form):
         return data
 
     def filter(self, events: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
-        """The events matching the filters; none while a filter is invalid (the form says why)."""
+        """The events matching the filters: all while the form is unbound, none while it is invalid
+        (a list that silently ignored a bad filter would look like an answer)."""
+        if not self.is_bound:
+            return events
         if not self.is_valid():
             return events.none()
         data = self.cleaned_data
@@ -136,9 +169,20 @@ class AuditFilterForm(forms.Form):
             events = events.filter(created_at__date__gte=data["since"])
         if data["until"]:
             events = events.filter(created_at__date__lte=data["until"])
+        if data["target_type"]:
+            events = events.filter(target_type=data["target_type"])
+        if data["target_id"]:
+            events = events.filter(target_id=data["target_id"])
         if data["q"]:
             events = events.filter(summary__icontains=data["q"])
         return events
+
+
+def _target_label(label: str) -> str:
+    try:
+        return str(apps.get_model(label)._meta.verbose_name)
+    except (LookupError, ValueError):
+        return label
 
 
 # --- Drafts ---------------------------------------------------------------------------------

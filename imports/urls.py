@@ -62,5 +62,16 @@ urlpatterns = [
     path("editor/tags/", editor.editor_tags, name="editor_tags"),
     # /audit/
     path("audit/", audit.audit_list, name="audit_list"),
-    path("audit/export.csv", audit.audit_export, name="audit_export"),
+    path(
+        "audit/export.csv",
+        audit.audit_export,
+        {"export_format": "csv"},
+        name="audit_export",
+    ),
+    path(
+        "audit/export.jsonl",
+        audit.audit_export,
+        {"export_format": "jsonl"},
+        name="audit_export_jsonl",
+    ),
 ]

@@ -135,6 +135,41 @@ def test_the_admin_saves_a_valid_datastore_and_audits_it(client_carol: Client) -
     event = AuditEvent.objects.get(action=AuditEvent.Action.DATASTORE_CREATED)
     assert event.actor_username == "carol"
     assert event.target_id == str(datastore.pk)
+    assert event.details["after"]["datastore_id"] == VALID["datastore_id"]
+    assert event.details["after"]["enabled"] is True
+
+
+def test_a_datastore_changed_in_the_admin_is_audited_before_and_after(
+    client_carol: Client,
+) -> None:
+    client_carol.post("/admin/imports/datastore/add/", admin_form_data())
+    datastore = Datastore.objects.get()
+    response = client_carol.post(
+        f"/admin/imports/datastore/{datastore.pk}/change/",
+        admin_form_data(name="Radiology archive", enabled=None),
+    )
+    assert response.status_code == 302
+    event = AuditEvent.objects.get(action=AuditEvent.Action.DATASTORE_CHANGED)
+    assert event.details == {
+        "changes": {
+            "name": {"before": VALID["name"], "after": "Radiology archive"},
+            "enabled": {"before": True, "after": False},
+        }
+    }
+    assert event.summary == "Changed datastore “Radiology archive”: name, enabled"
+
+
+def test_a_datastore_deleted_in_the_admin_is_audited_with_its_settings(
+    client_carol: Client,
+) -> None:
+    client_carol.post("/admin/imports/datastore/add/", admin_form_data())
+    datastore = Datastore.objects.get()
+    client_carol.post(
+        f"/admin/imports/datastore/{datastore.pk}/delete/", {"post": "yes"}
+    )
+    assert not Datastore.objects.exists()
+    event = AuditEvent.objects.get(action=AuditEvent.Action.DATASTORE_DELETED)
+    assert event.details["before"]["role_arn"] == VALID["role_arn"]
 
 
 def test_the_admin_shows_each_error_and_saves_nothing(client_carol: Client) -> None:

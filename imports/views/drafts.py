@@ -361,6 +361,12 @@ def draft_delete(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def draft_export(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     draft = _get_draft_for_user(request, pk)
+    audit.export_record(
+        actor=request.user,
+        what=f"the mappings of import draft {draft.pk}",
+        export_format="csv",
+        target=draft,
+    )
     return csv_response(
         f"draft-{draft.pk}-mappings.csv",
         mappingcsv.CSV_COLUMNS,

@@ -180,6 +180,12 @@ def scan_export(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     so that a spreadsheet can sum and sort them.
     """
     scan = get_scan_for_user(request, pk)
+    audit.export_record(
+        actor=request.user,
+        what=f"the objects of the scan of {scan.uri}",
+        export_format="csv",
+        target=scan,
+    )
     headers = (
         ObjectHeader.objects.of_scan(scan).order_by("key").values_list(*EXPORT_FIELDS)
     )
