@@ -195,9 +195,12 @@ AXES_VERBOSE = False
 
 # --- Logging: everything to stdout, never patient data --------------------------------------
 LOG_LEVEL = env.str("DJANGO_LOG_LEVEL", default="INFO")
+# Every handler carries the PHI filter (imports/phi_logging.py: what it redacts, and its limits);
+# Celery's worker adds it to the handlers Celery sets up itself (config/celery.py).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"phi": {"()": "imports.phi_logging.PhiRedactingFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
     },
@@ -206,6 +209,7 @@ LOGGING = {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
             "formatter": "plain",
+            "filters": ["phi"],
         }
     },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
