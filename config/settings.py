@@ -218,6 +218,8 @@ LOGGING = {
         "botocore": {"level": "WARNING"},
         "boto3": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        # django-axes logs every sign-in at INFO; lockouts come at WARNING.
+        "axes": {"level": "WARNING"},
     },
 }
 
