@@ -59,6 +59,14 @@ ACTIVITY_RESOLUTION_S = 60
 POLLING_VIEWS = frozenset({"scan_progress", "draft_progress"})
 
 
+def mark_activity_on_sign_in(
+    sender: object, request: HttpRequest | None, **kwargs: Any
+) -> None:
+    """The clock starts at sign-in, saved with the new session, so the first page writes nothing more."""
+    if request is not None and hasattr(request, "session"):
+        request.session[LAST_ACTIVITY_SESSION_KEY] = int(time.time())
+
+
 class SessionIdleTimeoutMiddleware:
     """Signs out a session that made no request for SESSION_IDLE_TIMEOUT seconds.
 
