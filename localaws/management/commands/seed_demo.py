@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
+from django.apps import apps as django_apps
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -26,7 +27,7 @@ from django.db import transaction
 from imports.audit import audit_record
 from imports.datastores import datastore_create
 from imports.models import AuditEvent, Datastore
-from imports.roles import ADMINISTRATOR, OPERATOR, VIEWER
+from imports.roles import ADMINISTRATOR, OPERATOR, VIEWER, sync_role_groups
 from localaws import democorpus
 
 DEMO_URL = "http://127.0.0.1:8000/"
@@ -288,6 +289,11 @@ def _ensure_datastore_row(datastore_id: str) -> str:
 
 def _ensure_users() -> list[str]:
     notes = []
+    if Group.objects.filter(name__in=[role for _, role, _ in USERS]).count() < len(
+        USERS
+    ):
+        # A database flushed since its migrations (a transactional test) has lost the role groups.
+        sync_role_groups(django_apps)
     for username, role, password in USERS:
         group = Group.objects.get(name=role)
         user, created = User.objects.get_or_create(
