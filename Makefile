@@ -8,9 +8,11 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt
+# The development set (runtime + tests, type checking, localaws): what the demo and the tests need.
+# Production installs requirements.txt alone.
+$(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
 
 # Demo: dashboard, Celery worker, Celery beat and the local AWS stand-in, in one foreground process.
@@ -40,14 +42,22 @@ pytest: install
 bench: install
 	$(BIN)/python -m bench.scan_bench $(BENCH_ARGS)
 
-# Recompile the pinned tree from pyproject.toml without recording any download address.
+# Recompile both pinned trees from pyproject.toml without recording any download address: the runtime
+# tree from a venv with the project alone, the development tree as what ".[dev]" adds on top of it.
 requirements:
 	rm -rf var/req-venv && $(PYTHON) -m venv var/req-venv
+	var/req-venv/bin/pip install --quiet .
+	var/req-venv/bin/pip freeze --exclude-editable | grep -v -e '^-e' -e '^healthimaging-import-dashboard' > var/req-runtime.txt
 	var/req-venv/bin/pip install --quiet ".[dev]"
-	{ echo "# The whole dependency tree, pinned: 'make install' installs exactly this."; \
+	var/req-venv/bin/pip freeze --exclude-editable | grep -v -e '^-e' -e '^healthimaging-import-dashboard' \
+	  | grep -v -x -F -f var/req-runtime.txt > var/req-dev.txt
+	{ echo "# The runtime dependency tree, pinned: what production installs ('pip install -r requirements.txt')."; \
 	  echo "# Regenerate with 'make requirements' after changing pyproject.toml."; \
-	  var/req-venv/bin/pip freeze --exclude-editable | grep -v -e '^-e' -e '^healthimaging-import-dashboard'; } > requirements.txt
-	rm -rf var/req-venv
+	  cat var/req-runtime.txt; } > requirements.txt
+	{ echo "# The development tree on top of the runtime one: tests, type checking, the demo's local AWS."; \
+	  echo "# 'make install' installs this. Regenerate with 'make requirements' after changing pyproject.toml."; \
+	  echo "-r requirements.txt"; cat var/req-dev.txt; } > requirements-dev.txt
+	rm -rf var/req-venv var/req-runtime.txt var/req-dev.txt
 
 clean:
 	rm -rf $(VENV) var

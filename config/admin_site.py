@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
@@ -30,6 +34,34 @@ class RoleAwareAdminAuthenticationForm(AdminAuthenticationForm):
             )
 
 
+class SafeChangeList(ChangeList):
+    """A change list that answers impossible date filters as bad input, not as a server error.
+
+    `?created_at__year=10000` (or 0, -1, 2**63; a month 13; the 31st of December 9999 in the date
+    hierarchy) passes the admin's own parsing, then raises ValueError or OverflowError when the date
+    bounds are computed: in get_filters for the date hierarchy, and only when the query runs (in
+    get_results) for any other date lookup. IncorrectLookupParameters is the admin's own way out:
+    it redirects to the list with ?e=1, which shows "incorrect lookup parameters".
+    """
+
+    def get_filters(self, request: HttpRequest) -> Any:
+        try:
+            return super().get_filters(request)
+        except (ValueError, OverflowError) as error:
+            raise IncorrectLookupParameters(error) from error
+
+    def get_results(self, request: HttpRequest) -> None:
+        try:
+            super().get_results(request)
+        except (ValueError, OverflowError) as error:
+            raise IncorrectLookupParameters(error) from error
+
+
+class SafeChangeListMixin:
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return SafeChangeList
+
+
 class DashboardAdminSite(admin.AdminSite):
     site_header = "HealthImaging Import Dashboard: administration"
     site_title = "HealthImaging Import Dashboard"
@@ -39,3 +71,19 @@ class DashboardAdminSite(admin.AdminSite):
 
     def has_permission(self, request: HttpRequest) -> bool:
         return can_administer(request.user)
+
+    def register(
+        self, model_or_iterable: Any, admin_class: Any = None, **options: Any
+    ) -> None:
+        """Every model admin, ours and Django's (users, groups), gets the safe change list.
+
+        Done here, once, so that a model admin added later cannot bring the 500 back.
+        """
+        base = admin_class or admin.ModelAdmin
+        if not issubclass(base, SafeChangeListMixin):
+            base = type(
+                base.__name__,
+                (SafeChangeListMixin, base),
+                {"__module__": base.__module__},
+            )
+        super().register(model_or_iterable, base, **options)

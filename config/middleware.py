@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import logout
 from django.contrib.auth import middleware as auth_middleware
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.http.response import HttpResponseBase
+from django.utils.cache import add_never_cache_headers
 from django_htmx.http import HttpResponseClientRedirect
 
 from imports.audit import request_origin
@@ -62,3 +66,72 @@ class LoginRequiredMiddleware(auth_middleware.LoginRequiredMiddleware):
             # A 200 with HX-Redirect, which the stubs do not count as a redirect response.
             return HttpResponseClientRedirect(login["Location"])  # type: ignore[return-value]
         return super().handle_no_permission(request, view_func)
+
+
+LAST_ACTIVITY_SESSION_KEY = "last_activity"
+# Saving the session on every request would be a database write per request; a minute is precise enough.
+ACTIVITY_RESOLUTION_S = 60
+# Polled fragments (progress bars) are requests a browser makes on its own: they do not keep a session alive.
+POLLING_VIEWS = frozenset({"scan_progress", "draft_progress"})
+
+
+def mark_activity_on_sign_in(
+    sender: object, request: HttpRequest | None, **kwargs: Any
+) -> None:
+    """The clock starts at sign-in, saved with the new session, so the first page writes nothing more."""
+    if request is not None and hasattr(request, "session"):
+        request.session[LAST_ACTIVITY_SESSION_KEY] = int(time.time())
+
+
+class SessionIdleTimeoutMiddleware:
+    """Signs out a session that made no request for SESSION_IDLE_TIMEOUT seconds.
+
+    SESSION_COOKIE_AGE caps a sign-in however busy it is; this catches the workstation left signed in.
+    It must sit before LoginRequiredMiddleware, which then sends the signed-out request to the login page
+    (htmx requests as a whole-page redirect).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(
+        self,
+        request: HttpRequest,
+        view_func: Callable[..., Any],
+        view_args: Any,
+        view_kwargs: Any,
+    ) -> None:
+        if not request.user.is_authenticated:
+            return
+        now = int(time.time())
+        last = request.session.get(LAST_ACTIVITY_SESSION_KEY)
+        if isinstance(last, int) and now - last > settings.SESSION_IDLE_TIMEOUT:
+            # Through logout(), so the sign-out is audited like any other.
+            logout(request)
+            return
+        match = request.resolver_match
+        polling = match is not None and match.url_name in POLLING_VIEWS
+        if not polling and (
+            not isinstance(last, int) or now - last >= ACTIVITY_RESOLUTION_S
+        ):
+            request.session[LAST_ACTIVITY_SESSION_KEY] = now
+
+
+class NoStoreMiddleware:
+    """Cache-Control: no-store on every page and export the dashboard renders.
+
+    Scan pages, previews, drafts and every CSV can carry patient names, IDs and S3 keys that name
+    patients; a shared workstation's browser cache or a proxy must not keep them. Static files never
+    get here (WhiteNoise answers them earlier), so they stay cacheable.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        add_never_cache_headers(response)
+        return response

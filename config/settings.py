@@ -7,6 +7,7 @@ and with nothing configured the app runs on SQLite and a file-system Celery brok
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import django_stubs_ext
@@ -46,8 +47,14 @@ INSTALLED_APPS = [
     "template_partials",
     "django.contrib.humanize",
     "imports",
-    "localaws",
+    # Login throttling and lockout (AXES_* below).
+    "axes",
 ]
+# localaws (the local S3 and HealthImaging stand-in, and seed_demo) is a development tool: production
+# neither installs moto nor registers the app. The demo (DEBUG) and the tests turn it on.
+LOCALAWS = env.bool("DJANGO_LOCALAWS", default=DEBUG)
+if LOCALAWS:
+    INSTALLED_APPS.append("localaws")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -60,10 +67,16 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Signs out a session left idle for SESSION_IDLE_TIMEOUT; must come before the login check.
+    "config.middleware.SessionIdleTimeoutMiddleware",
     # Every page requires a login unless its view is marked @login_not_required (only the login page).
     "config.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Pages and exports can carry patient data: no browser or proxy may keep a copy.
+    "config.middleware.NoStoreMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into its lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -101,6 +114,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# django-axes first: it refuses a locked-out sign-in before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "config.auth_backends.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "imports:dashboard"
@@ -150,7 +168,14 @@ SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+# htmx reads the token from the page (<body hx-headers>), never from the cookie, so scripts need not see it.
+CSRF_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Lax"
+# The longest a sign-in lasts, however busy, and how long it survives without a request
+# (config.middleware.SessionIdleTimeoutMiddleware; the polling of progress bars does not count).
 SESSION_COOKIE_AGE = env.int("DJANGO_SESSION_COOKIE_AGE", default=8 * 60 * 60)
+SESSION_IDLE_TIMEOUT = env.int("DJANGO_SESSION_IDLE_TIMEOUT", default=30 * 60)
 X_FRAME_OPTIONS = "DENY"
 # Only the dashboard's own origin: every script and stylesheet is vendored under static/.
 CONTENT_SECURITY_POLICY = (
@@ -159,11 +184,35 @@ CONTENT_SECURITY_POLICY = (
     "form-action 'self'; frame-ancestors 'none'"
 )
 
+# --- Login throttling (django-axes) -----------------------------------------------------------
+# After AXES_FAILURE_LIMIT wrong passwords for one user name from one address, that pair is locked
+# out for AXES_COOLOFF_TIME. Locking the pair (not the account) keeps a stranger from locking a
+# colleague out; `manage.py axes_reset_username NAME` lifts a lockout early.
+AXES_FAILURE_LIMIT = env.int("DJANGO_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(
+    minutes=env.int("DJANGO_LOGIN_LOCKOUT_MINUTES", default=15)
+)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The address is REMOTE_ADDR: behind a proxy that is the proxy's own, so there the lockout is in
+# effect per user name (still a lockout; X-Forwarded-For is not trusted, since anyone can send it).
+# Lockouts are lifted with the management command; the admin offers no axes pages to keep the
+# Administrator role's permissions what imports.roles says.
+AXES_ENABLE_ADMIN = False
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+
 # --- Logging: everything to stdout, never patient data --------------------------------------
 LOG_LEVEL = env.str("DJANGO_LOG_LEVEL", default="INFO")
+# Every handler carries the PHI filter (imports/phi_logging.py: what it redacts, and its limits);
+# Celery's worker adds it to the handlers Celery sets up itself (config/celery.py).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "phi": {"()": "imports.phi_logging.PhiRedactingFilter"},
+        "refusals_are_not_errors": {"()": "config.log_filters.RefusalsAreNotErrors"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
     },
@@ -172,10 +221,8 @@ LOGGING = {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
             "formatter": "plain",
+            "filters": ["phi"],
         }
-    },
-    "filters": {
-        "refusals_are_not_errors": {"()": "config.log_filters.RefusalsAreNotErrors"}
     },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
@@ -187,6 +234,8 @@ LOGGING = {
         "botocore": {"level": "WARNING"},
         "boto3": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        # django-axes logs every sign-in at INFO; lockouts come at WARNING.
+        "axes": {"level": "WARNING"},
     },
 }
 

@@ -22,3 +22,8 @@ class ImportsConfig(AppConfig):
         signals.user_login_failed.connect(
             audit.on_user_login_failed, dispatch_uid="audit-sign-in-failed"
         )
+        from config.middleware import mark_activity_on_sign_in
+
+        signals.user_logged_in.connect(
+            mark_activity_on_sign_in, dispatch_uid="session-idle-clock"
+        )

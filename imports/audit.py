@@ -187,6 +187,10 @@ def on_user_logged_out(
 def on_user_login_failed(
     sender: object, credentials: dict[str, Any], request: object = None, **kwargs: Any
 ) -> None:
+    # An attempt refused by the lockout (django-axes, config/auth_backends.py) checked no password:
+    # recording each one would let anyone write rows without limit. The failures that led to it are recorded.
+    if getattr(request, "sign_in_refused_by_lockout", False):
+        return
     # Django has already replaced the password in `credentials` with stars; only the name is kept.
     username = _text(str(credentials.get("username", "")))[:150]
     audit_record(

@@ -419,6 +419,12 @@ def draft_unmap(
             "study_instance_uid", "series_instance_uid"
         )
     )
+    if not keys:
+        # Answering an unknown ID with success would hide a stale page or a forged form.
+        raise DraftRefused(
+            "That mapping is not in this draft (it was removed already, or belongs to another "
+            "draft); reload the page. Nothing was saved."
+        )
     return _apply(
         draft=draft,
         actor=actor,

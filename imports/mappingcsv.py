@@ -22,6 +22,22 @@ CSV_COLUMNS = ["studyInstanceUID", "seriesInstanceUID", "metadataFilePath"]
 CSV_MAX_BYTES = 2 * 1024 * 1024
 
 
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection"); the
+# dashboard's CSV exports prefix such cells with a quote (imports.views.common.csv_cell).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_unguard(cell: str) -> str:
+    """A cell as it was before the export's formula guard: "'=x" was "=x", "''=x" was "'=x".
+
+    The guard quotes any cell whose quotes are followed by a formula character, so removing one quote
+    from exactly those cells gives back the value, however many quotes it began with.
+    """
+    if cell.startswith("'") and cell.lstrip("'").startswith(FORMULA_STARTS):
+        return cell[1:]
+    return cell
+
+
 class CsvRefused(Exception):
     """The CSV cannot be used; `problems` say why, row by row. Nothing may be applied from it."""
 
@@ -94,7 +110,9 @@ def mappings_read_csv(data: bytes, *, check_fields: bool = True) -> list[Mapping
             continue
         # UIDs are trimmed (spreadsheets pad cells); a path is kept exactly, so that validation can say
         # what is wrong with it rather than the import silently using another name.
-        study, series, path = row[0].strip(), row[1].strip(), row[2]
+        study, series = row[0].strip(), row[1].strip()
+        # An exported path that began with a formula character carries the export's guard quote.
+        path = csv_unguard(row[2])
         mappings.append(Mapping(study, series, path))
         if not check_fields:
             continue

@@ -14,6 +14,12 @@ from django.core.exceptions import ValidationError
 DATASTORE_ID_RE = re.compile(r"[0-9a-z]{32}")
 ROLE_ARN_RE = re.compile(r"arn:aws(-[^:]+)?:iam::[0-9]{12}:role/.+")
 S3_URI_RE = re.compile(r"s3://[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9](/.*)?")
+# The rest of S3's general purpose bucket naming rules, which the service model's pattern leaves out
+# (docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html). A name that breaks them
+# cannot be a bucket, and "169.254.169.254" is the instance metadata address, not a bucket.
+BUCKET_IP_FORM_RE = re.compile(r"[0-9]+(\.[0-9]+){3}")
+BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 ACCOUNT_ID_RE = re.compile(r"[0-9]{12}")
 JOB_NAME_RE = re.compile(r"[A-Za-z0-9._/#-]{1,64}")
 
@@ -77,6 +83,29 @@ def validate_s3_uri(value: str) -> None:
             code="invalid_s3_uri",
             params={"value": value},
         )
+    bucket = split_s3_uri(value)[0]
+    problem = bucket_name_problem(bucket)
+    if problem is not None:
+        raise ValidationError(
+            "“%(bucket)s” is not an S3 bucket name: %(problem)s.",
+            code="invalid_s3_bucket",
+            params={"bucket": bucket, "problem": problem},
+        )
+
+
+def bucket_name_problem(bucket: str) -> str | None:
+    """What S3's naming rules forbid in a bucket name that already has the right characters and length."""
+    if ".." in bucket:
+        return "it has two dots in a row, and each dot-separated part needs at least one character"
+    if BUCKET_IP_FORM_RE.fullmatch(bucket):
+        return "it has the form of an IP address, which S3 does not allow for a bucket"
+    for prefix in BUCKET_RESERVED_PREFIXES:
+        if bucket.startswith(prefix):
+            return f"names starting with “{prefix}” are reserved by AWS"
+    for suffix in BUCKET_RESERVED_SUFFIXES:
+        if bucket.endswith(suffix):
+            return f"names ending with “{suffix}” are reserved by AWS (access points and other resources)"
+    return None
 
 
 def validate_output_s3_uri(value: str) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-not-a-secret")
 # The test client and the live server speak plain HTTP.
 os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "false")
+# The tests run localaws (and the worker they start reads these settings too).
+os.environ.setdefault("DJANGO_LOCALAWS", "true")
 # Without Redis, tests use a file-system broker folder apart from the demo's.
 os.environ.setdefault(
     "CELERY_FILESYSTEM_DIR",

@@ -9,6 +9,7 @@ import pydicom
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.http import HttpRequest
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
@@ -125,7 +126,8 @@ def test_it_creates_one_user_per_role_who_can_sign_in(localaws, db, client):
         user = User.objects.get(username=username)
         assert [g.name for g in user.groups.all()] == [role]
         assert not user.is_superuser
-        assert client.login(username=username, password=password)
+        # django-axes authenticates only with a request (it counts failures per address).
+        assert client.login(request=HttpRequest(), username=username, password=password)
     assert {role for _, role, _ in seed_demo.USERS} == {VIEWER, OPERATOR, ADMINISTRATOR}
 
 

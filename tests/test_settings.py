@@ -47,6 +47,44 @@ def test_it_refuses_to_start_without_a_secret_key_when_debug_is_off() -> None:
     assert "Set the DJANGO_SECRET_KEY environment variable" in result.stderr
 
 
+def test_production_has_secure_cookies_and_no_localaws() -> None:
+    result = manage(
+        "shell",
+        "-c",
+        "from django.conf import settings as s; print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, "
+        "s.SESSION_COOKIE_HTTPONLY, s.CSRF_COOKIE_HTTPONLY, s.SESSION_COOKIE_SAMESITE, "
+        "'localaws' in s.INSTALLED_APPS, 'axes' in s.INSTALLED_APPS, s.SESSION_IDLE_TIMEOUT)",
+        env=PRODUCTION_ENV,
+    )
+    assert result.stdout.strip().splitlines()[-1] == (
+        "True True True True Lax False True 1800"
+    ), result.stderr
+
+
+def test_the_runtime_requirements_leave_the_development_tools_out() -> None:
+    runtime = (ROOT / "requirements.txt").read_text()
+    development = (ROOT / "requirements-dev.txt").read_text()
+    names = {
+        line.split("==")[0].lower()
+        for line in runtime.splitlines()
+        if line and not line.startswith("#")
+    }
+    for tool in (
+        "moto",
+        "playwright",
+        "pytest",
+        "waitress",
+        "django-stubs",
+        "mypy",
+        "hypothesis",
+    ):
+        assert tool not in names
+        assert f"\n{tool}==" in development.lower()
+    assert {"django", "django-axes", "celery", "boto3", "gunicorn"} <= names
+    assert development.splitlines()[2] == "-r requirements.txt"
+    assert "://" not in runtime + development
+
+
 def test_debug_is_off_unless_asked_for() -> None:
     result = manage(
         "shell",

@@ -19,3 +19,19 @@ def sleep_long(path: str) -> None:
 
     Path(path).write_text("started")
     time.sleep(600)
+
+
+@shared_task(name="tests.log_patient_data")
+def log_patient_data(marker: str, done: str) -> None:
+    """Writes patient data into the worker's log the ways careless code might; the PHI filter must catch it."""
+    import logging
+
+    from celery.utils.log import get_task_logger
+
+    get_task_logger(__name__).warning(
+        "%s task logger: Doe^Jane s3://in/incoming/DEMO0001/1.dcm", marker
+    )
+    logging.getLogger("imports.scanning").warning(
+        "%s app logger: PatientID=DEMO0001 study 1.2.826.0.1.3680043.8.498.10", marker
+    )
+    Path(done).write_text(marker)

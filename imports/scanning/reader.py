@@ -18,6 +18,7 @@ from imports import aws
 from imports.dicom import HeaderRead, read_header, sniff_kind
 from imports.dicomjson import validate_dicom_json
 from imports.models import ObjectHeader
+from imports.phi_logging import phi_remember
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +222,8 @@ def _apply_header(header: ObjectHeader, result: HeaderRead, name_kind: str) -> N
     header.series_instance_uid = result.series_instance_uid or ""
     header.patient_name = result.patient_name or ""
     header.patient_id = result.patient_id or ""
+    # From now on this process's logs redact them wherever they appear (a key named after the patient).
+    phi_remember((result.patient_name, result.patient_id))
     header.study_date = result.study_date or ""
     header.study_description = result.study_description or ""
     header.accession_number = result.accession_number or ""

@@ -9,12 +9,13 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.utils.cache import patch_vary_headers
 from django_htmx.middleware import HtmxDetails
 
+from imports.mappingcsv import FORMULA_STARTS
 from imports.models import ImportJob, Scan
 
 
@@ -81,14 +82,21 @@ def filters_query(request: HttpRequest) -> str:
 
 
 def get_scan_for_user(request: HttpRequest, pk: int) -> Scan:
+    """The scan, for a user whose role may see scans.
+
+    One rule for every object lookup (scans, drafts): the role is checked first, so a refusal is a 403
+    that names the role and never tells whether the object exists; a missing object is a 404. Scans and
+    drafts belong to the team, not to whoever started them: any Operator may work on any of them, and
+    the audit trail says who did what.
+    """
     if not request.user.has_perm("imports.view_scan"):
-        raise Http404
+        raise PermissionDenied("Viewing scans needs the Viewer role.")
     return get_object_or_404(Scan.objects.select_related("datastore"), pk=pk)
 
 
 def get_job_for_user(request: HttpRequest, pk: int) -> ImportJob:
     if not request.user.has_perm("imports.view_importjob"):
-        raise Http404
+        raise PermissionDenied("imports.view_importjob")
     return get_object_or_404(
         ImportJob.objects.select_related("datastore", "submitted_by"), pk=pk
     )
@@ -105,16 +113,29 @@ class _Echo:
         return value
 
 
+def csv_cell(value: Any) -> Any:
+    """A cell a spreadsheet shows as text: S3 keys, DICOM values and user names are attacker-controlled.
+
+    A text cell starting with a formula character gets a leading single quote, which spreadsheets
+    treat as "this is text" and do not display. Quotes already in front of one are counted too, so
+    that the mappings CSV reader can undo exactly one (imports.mappingcsv.csv_unguard) and a path
+    survives export and re-import. Numbers are left alone (a negative size is a number).
+    """
+    if isinstance(value, str) and value.lstrip("'").startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def csv_response(
     filename: str, header: list[str], rows: Iterable[Iterable[Any]]
 ) -> StreamingHttpResponse:
-    """Rows as a CSV download, streamed so that its size does not matter."""
+    """Rows as a CSV download, streamed so that its size does not matter; no cell is a formula."""
     writer = csv.writer(_Echo())
 
     def lines() -> Iterator[str]:
-        yield writer.writerow(header)
+        yield writer.writerow([csv_cell(cell) for cell in header])
         for row in rows:
-            yield writer.writerow(row)
+            yield writer.writerow([csv_cell(cell) for cell in row])
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

@@ -328,7 +328,7 @@ def editor_row(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 def editor_tags(request: HtmxHttpRequest) -> HttpResponse:
     """Autocomplete over pydicom's data dictionary: tag, keyword, VR, name and level."""
     if not request.user.has_perm("imports.view_importdraft"):
-        raise PermissionDenied
+        raise PermissionDenied("imports.view_importdraft")
     query = request.GET.get("q", "")[:64]
     context: dict[str, Any] = {"query": query, "suggestions": tag_search(query)}
     template = (
