@@ -141,7 +141,7 @@ def export_record(
     chosen = {
         name: value.isoformat() if isinstance(value, date | datetime) else value
         for name, value in (filters or {}).items()
-        if value not in ("", None, [])
+        if value not in ("", None, [], False)
     }
     audit_record(
         actor=actor,

@@ -6,10 +6,17 @@ from typing import Any
 from django import forms
 from django.apps import apps
 from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.urls import reverse_lazy
 
-from imports.models import AuditEvent, Datastore, ImportJob, ImportJobResult, Scan
+from imports.models import (
+    AuditEvent,
+    Datastore,
+    ImportJob,
+    ImportJobResult,
+    ObjectHeader,
+    Scan,
+)
 from imports.validators import (
     S3_URI_MAX_LENGTH,
     split_s3_uri,
@@ -90,6 +97,7 @@ def _iso_date_input() -> forms.TextInput:
     )
 
 
+UID_TEXT = re.compile(r"\d+(\.\d+)+")
 TARGET_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -337,8 +345,25 @@ class DraftFilterForm(forms.Form):
 
 
 class JobFilterForm(forms.Form):
-    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    """The job history's filters, search and order, all in the URL so that a view can be shared."""
 
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    # Column → ordering; "-" in the URL reverses it.
+    SORTS = {
+        "created": "created_at",
+        "status": "status",
+        "datastore": "datastore__name",
+        "submitter": "submitted_by__username",
+        "failed": "failure_count",
+        "imported": "success_count",
+    }
+
+    q = forms.CharField(
+        label="Search",
+        required=False,
+        max_length=1024,
+        help_text="Job name, AWS job ID, StudyInstanceUID or S3 key",
+    )
     datastore = forms.ModelChoiceField(
         queryset=Datastore.objects.all(), required=False, empty_label="Any datastore"
     )
@@ -352,41 +377,63 @@ class JobFilterForm(forms.Form):
     )
     submitter = forms.CharField(label="Submitted by", required=False, max_length=150)
     since = forms.DateField(
-        label="From", required=False, widget=forms.DateInput(attrs={"type": "date"})
+        label="From",
+        required=False,
+        input_formats=["%Y-%m-%d"],
+        widget=_iso_date_input(),
+        error_messages=ISO_DATE_ERRORS,
     )
     until = forms.DateField(
-        label="To", required=False, widget=forms.DateInput(attrs={"type": "date"})
+        label="To",
+        required=False,
+        input_formats=["%Y-%m-%d"],
+        widget=_iso_date_input(),
+        error_messages=ISO_DATE_ERRORS,
     )
     external = forms.ChoiceField(
         label="Started",
         choices=[("", "Anywhere"), ("no", "In the dashboard"), ("yes", "Outside")],
         required=False,
     )
+    failures = forms.BooleanField(label="Has failed files", required=False)
+    non_primary = forms.BooleanField(label="Has non-primary image sets", required=False)
+    sort = forms.ChoiceField(
+        required=False,
+        choices=[("", "Newest first")]
+        + [(key, key) for key in SORTS]
+        + [(f"-{key}", f"-{key}") for key in SORTS],
+    )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         if data.get("since") and data.get("until") and data["since"] > data["until"]:
-            raise ValidationError(
-                "“From” is after “To”: choose a start date on or before the end date."
+            self.add_error(
+                "until",
+                "“From” is after “To”: choose a start date on or before the end date.",
             )
         return data
 
     def filter(self, jobs: QuerySet[ImportJob]) -> QuerySet[ImportJob]:
-        """The jobs matching the valid filters (all of them while the form is unbound or invalid)."""
+        """The jobs matching the filters: all while the form is unbound, none while a filter is invalid."""
+        if not self.is_bound:
+            return jobs.order_by("-created_at", "-id")
         if not self.is_valid():
-            return jobs
+            return jobs.none()
         data = self.cleaned_data
+        if data["q"]:
+            jobs = jobs.filter(_job_search(data["q"].strip()))
         if data["datastore"]:
             jobs = jobs.filter(datastore=data["datastore"])
         if data["status"] == self.COMPLETED_WITH_ERRORS:
             jobs = jobs.filter(status=ImportJob.Status.COMPLETED).filter(
-                Q(failure_count__gt=0)
-                | Q(invalid_line_count__gt=0)
-                | Q(customer_error_files__gt=0)
-                | Q(server_error_files__gt=0)
+                _has_failures()
             )
         elif data["status"]:
             jobs = jobs.filter(status=data["status"])
+        if data["failures"]:
+            jobs = jobs.filter(_has_failures())
+        if data["non_primary"]:
+            jobs = jobs.filter(non_primary_count__gt=0)
         if data["submitter"]:
             jobs = jobs.filter(submitted_by__username__icontains=data["submitter"])
         if data["since"]:
@@ -395,7 +442,44 @@ class JobFilterForm(forms.Form):
             jobs = jobs.filter(created_at__date__lte=data["until"])
         if data["external"]:
             jobs = jobs.filter(external=data["external"] == "yes")
-        return jobs
+        sort = data["sort"] or "-created"
+        column = self.SORTS[sort.lstrip("-")]
+        return jobs.order_by(f"-{column}" if sort.startswith("-") else column, "-id")
+
+
+def _has_failures() -> Q:
+    return (
+        Q(failure_count__gt=0)
+        | Q(invalid_line_count__gt=0)
+        | Q(customer_error_files__gt=0)
+        | Q(server_error_files__gt=0)
+    )
+
+
+def _job_search(text: str) -> Q:
+    """Jobs a search names: by name or AWS job ID, by a study they imported, or by a file they read.
+
+    "Who imported patient X's study" is answered by its StudyInstanceUID: a job whose mappings name the
+    study, or one whose results list a file the scan knows as an instance of it. A job with no mapping for
+    a study still imports it (HealthImaging takes the whole prefix), so the results are the ones to ask.
+    """
+    match = Q(job_name__icontains=text) | Q(aws_job_id=text.lower())
+    if UID_TEXT.fullmatch(text):
+        keys = ObjectHeader.objects.filter(study_instance_uid=text).values("key")
+        match |= Q(request__icontains=f'"{text}"') | Q(
+            Exists(
+                ImportJobResult.objects.filter(job=OuterRef("pk"), input_file__in=keys)
+            )
+        )
+    elif len(text) >= 3:
+        match |= Q(
+            Exists(
+                ImportJobResult.objects.filter(
+                    job=OuterRef("pk"), input_file__icontains=text
+                )
+            )
+        )
+    return match
 
 
 class JobResultFilterForm(forms.Form):

@@ -45,7 +45,18 @@ urlpatterns = [
     path("drafts/<int:pk>/confirm/", drafts.draft_confirm, name="draft_confirm"),
     # /jobs/
     path("jobs/", jobs.job_list, name="job_list"),
-    path("jobs/export.csv", jobs.job_export, name="job_export"),
+    path(
+        "jobs/export.csv",
+        jobs.job_export,
+        {"export_format": "csv"},
+        name="job_export",
+    ),
+    path(
+        "jobs/export.jsonl",
+        jobs.job_export,
+        {"export_format": "jsonl"},
+        name="job_export_jsonl",
+    ),
     path("jobs/active/", jobs.jobs_active, name="jobs_active"),
     path("jobs/<int:pk>/", jobs.job_detail, name="job_detail"),
     path("jobs/<int:pk>/status/", jobs.job_status, name="job_status"),

@@ -309,5 +309,110 @@ def test_someone_without_a_role_sees_no_job(
 ) -> None:
     job = _job(datastore)
     client.force_login(nobody)
-    assert client.get(f"/jobs/{job.pk}/").status_code == 404
+    # One rule everywhere: a missing role is a 403 that names it, whether or not the job exists.
+    assert client.get(f"/jobs/{job.pk}/").status_code == 403
+    assert client.get("/jobs/999999/").status_code == 403
     assert client.get("/jobs/").status_code == 403
+
+
+# --- The history, for auditors ----------------------------------------------------------------
+
+
+def listed(client: Client, **params: str) -> list[int]:
+    """The job IDs the history lists for these parameters, in order."""
+    import re
+
+    content = client.get("/jobs/", params).content.decode()
+    return [int(pk) for pk in re.findall(r'<a href="/jobs/(\d+)/">', content)]
+
+
+def test_the_history_answers_who_imported_a_study_by_its_uid(
+    client_bob: Client, datastore: Datastore, alice: User
+) -> None:
+    named = _job(datastore, alice)  # its mappings name STUDY_A
+    other = jobs.job_create(
+        actor=None, draft=None, datastore=datastore,
+        request=jobrequest.job_request_build(datastore=datastore, job_name="plain"),
+        idempotency_key="plain",
+    )  # fmt: skip
+    # The plain import had no mapping for the study, but its results list a file the scan knows as one of it.
+    _scan_with(
+        "dicom-input",
+        {"incoming/x/1.dcm": ("1.2.840.99.7", "1.2.840.99.7.1", "1.2.840.99.7.1.1")},
+    )
+    ImportJobResult.objects.create(
+        job=other, outcome="success", line=1, input_file="incoming/x/1.dcm"
+    )
+    assert listed(client_bob, q=STUDY_A) == [named.pk]
+    assert listed(client_bob, q="1.2.840.99.7") == [other.pk]
+    assert listed(client_bob, q="1.2.840.99.8") == []
+
+
+def test_the_history_searches_by_aws_job_id_job_name_and_file_key(
+    client_bob: Client, datastore: Datastore
+) -> None:
+    done = _completed_with_results(datastore)
+    plain = _job(datastore, job_name="nightly-ct")
+    ImportJob.objects.filter(pk=plain.pk).update(job_name="nightly-ct")
+    assert listed(client_bob, q="c" * 32) == [done.pk]
+    assert listed(client_bob, q="nightly") == [plain.pk]
+    assert listed(client_bob, q="junk.txt") == [done.pk]
+
+
+def test_the_history_filters_failures_and_non_primary_image_sets(
+    client_bob: Client, datastore: Datastore
+) -> None:
+    done = _completed_with_results(datastore)
+    clean = _job(
+        datastore, status=ImportJob.Status.COMPLETED, results=ImportJob.Results.DONE
+    )
+    assert done.pk in listed(client_bob)
+    assert clean.pk in listed(client_bob)
+    assert listed(client_bob, failures="on") == [done.pk]
+    assert listed(client_bob, non_primary="on") == [done.pk]
+    assert listed(client_bob, external="yes") == []
+
+
+def test_the_history_sorts_by_a_column_and_keeps_the_filters_in_the_url(
+    client_bob: Client, datastore: Datastore
+) -> None:
+    few = _job(datastore, failure_count=1)
+    many = _job(datastore, failure_count=5)
+    none = _job(datastore)
+    assert listed(client_bob, sort="-failed") == [many.pk, few.pk, none.pk]
+    assert listed(client_bob, sort="failed") == [none.pk, few.pk, many.pk]
+    content = client_bob.get(
+        "/jobs/", {"sort": "failed", "submitter": "x"}
+    ).content.decode()
+    # Sorted ascending by failures now: the column's link reverses it, and keeps the filter.
+    assert 'href="?submitter=x&amp;sort=-failed"' in content
+    assert 'href="?submitter=x&amp;sort=-created"' in content
+
+
+def test_an_invalid_history_filter_lists_nothing_and_says_why(
+    client_bob: Client, datastore: Datastore
+) -> None:
+    _job(datastore)
+    content = client_bob.get("/jobs/", {"since": "notadate"}).content.decode()
+    assert listed(client_bob, since="notadate") == []
+    assert "Enter the date as YYYY-MM-DD" in content
+    assert client_bob.get("/jobs/", {"sort": "password"}).status_code == 200
+    assert listed(client_bob, sort="password") == []
+    assert client_bob.get("/jobs/export.csv", {"since": "notadate"}).status_code == 400
+
+
+def test_the_history_exports_as_json_lines_and_the_export_is_audited(
+    client_bob: Client, datastore: Datastore
+) -> None:
+    from imports.models import AuditEvent
+
+    done = _completed_with_results(datastore)
+    _job(datastore)
+    response = client_bob.get("/jobs/export.jsonl", {"failures": "on"})
+    body = b"".join(response.streaming_content).decode()  # type: ignore[attr-defined]
+    lines = [json.loads(line) for line in body.splitlines()]
+    assert [line["id"] for line in lines] == [done.pk]
+    assert lines[0]["failed"] == 2
+    event = AuditEvent.objects.filter(action="data.exported").latest("id")
+    assert event.details["format"] == "jsonl"
+    assert event.details["filters"] == {"failures": True}

@@ -69,6 +69,7 @@ EXPECTED: dict[str, tuple[Rule, Rule]] = {
     "imports:editor_tags": (VIEWER, None),
     "imports:job_list": (VIEWER, None),
     "imports:job_export": (VIEWER, None),
+    "imports:job_export_jsonl": (VIEWER, None),
     "imports:jobs_active": (VIEWER, None),
     "imports:job_detail": (VIEWER, None),
     "imports:job_status": (VIEWER, None),

@@ -295,7 +295,10 @@ def test_the_audit_export_quotes_a_user_name_that_looks_like_a_formula(
     )
     response = client_carol.get(reverse("imports:audit_export"))
     rows = _csv_rows(response)
-    assert [row[1] for row in rows[1:] if row[1].endswith("-2+3")] == ["'-2+3"]
+    column = rows[0].index("actor_username")
+    assert [row[column] for row in rows[1:] if row[column].endswith("-2+3")] == [
+        "'-2+3"
+    ]
 
 
 # --- Cache-Control --------------------------------------------------------------------------

@@ -11,12 +11,13 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
-from imports import jobdrafts, jobs
+from imports import audit, jobdrafts, jobs
 from imports.forms import JobFilterForm, JobResultFilterForm
 from imports.models import AuditEvent, ImportDraft, ImportJob, ImportJobResult
 from imports.views.common import (
@@ -25,6 +26,7 @@ from imports.views.common import (
     filters_query,
     get_job_for_user,
     permission_required,
+    render_page,
 )
 
 RESULT_FIELDS = [
@@ -47,24 +49,62 @@ JOB_EXPORT_FIELDS = [
 @require_GET
 @permission_required("imports.view_importjob")
 def job_list(request: HtmxHttpRequest) -> HttpResponse:
-    form = JobFilterForm(request.GET)
+    form = JobFilterForm(request.GET or None)
     queryset = form.filter(
         ImportJob.objects.select_related("datastore", "submitted_by")
     )
     page = Paginator(queryset, 50).get_page(request.GET.get("page"))
-    template = (
-        "imports/job_list.html#job-table" if request.htmx else "imports/job_list.html"
-    )
-    return render(
-        request, template, {"form": form, "page": page, "query": filters_query(request)}
-    )
+    query = request.GET.copy()
+    query.pop("page", None)
+    current_sort = query.pop("sort", [""])[-1]
+    context = {
+        "form": form,
+        "page": page,
+        "query": filters_query(request),
+        "sorts": _sort_links(query.urlencode(), current_sort),
+    }
+    return render_page(request, "imports/job_list.html", "job-table", context)
+
+
+def _sort_links(query: str, current: str) -> dict[str, dict[str, str]]:
+    """Per sortable column: the link that sorts by it, and its arrow when it is the current order.
+
+    A first click sorts a column descending (newest, most failed first); a second reverses it.
+    """
+    current = current or "-created"
+    links = {}
+    for column in JobFilterForm.SORTS:
+        order = column if current == f"-{column}" else f"-{column}"
+        state = {column: "↑", f"-{column}": "↓"}.get(current, "")
+        links[column] = {
+            "href": "?" + (f"{query}&" if query else "") + f"sort={order}",
+            "state": state,
+        }
+    return links
 
 
 @require_GET
 @permission_required("imports.view_importjob")
-def job_export(request: HttpRequest) -> StreamingHttpResponse:
-    """The filtered job history as CSV."""
-    queryset = JobFilterForm(request.GET).filter(
+def job_export(request: HttpRequest, export_format: str) -> HttpResponseBase:
+    """The filtered job history as CSV or JSON Lines, streamed (flat memory however long); audited."""
+    form = JobFilterForm(request.GET or None)
+    if form.is_bound and not form.is_valid():
+        problems = "; ".join(
+            f"{form[name].label if name in form.fields else 'filters'}: {' '.join(str(e) for e in errors)}"
+            for name, errors in form.errors.items()
+        )
+        return HttpResponse(
+            f"Nothing was exported: {problems}",
+            status=400,
+            content_type="text/plain; charset=utf-8",
+        )
+    audit.export_record(
+        actor=request.user,
+        what="the import job history",
+        export_format=export_format,
+        filters=form.cleaned_data if form.is_bound else None,
+    )
+    queryset = form.filter(
         ImportJob.objects.select_related("datastore", "submitted_by")
     )
 
@@ -79,6 +119,17 @@ def job_export(request: HttpRequest) -> StreamingHttpResponse:
                 job.warning_count, job.non_primary_count, job.error_code,
             ]  # fmt: skip
 
+    if export_format == "jsonl":
+
+        def lines() -> Iterator[str]:
+            for row in rows():
+                yield json.dumps(dict(zip(JOB_EXPORT_FIELDS, row, strict=True))) + "\n"
+
+        response = StreamingHttpResponse(
+            lines(), content_type="application/x-ndjson; charset=utf-8"
+        )
+        response["Content-Disposition"] = 'attachment; filename="import-jobs.jsonl"'
+        return response
     return csv_response("import-jobs.csv", JOB_EXPORT_FIELDS, rows())
 
 
