@@ -43,6 +43,8 @@ LOAD_TARGET_MS = 100.0
 INGEST_TARGET_S = 2.0
 MEMORY_FLAT_RATIO = 1.25
 WATCHED_JOBS = 10
+INGEST_BATCH = 1_000  # imports.jobtracking.BATCH
+EXPORT_CHUNK = 2_000  # the download's iterator(chunk_size=...)
 
 
 class LocalAWSProcess:
@@ -366,6 +368,11 @@ def report(args: argparse.Namespace, conditions: dict[str, Any], fragments: list
     missed = [figure for figure, _t, _m, met in rows if not met]
     print()
     print("TARGETS NOT MET: " + "; ".join(missed) if missed else "All targets met.")
+    if small.lines < INGEST_BATCH or min(e.rows for e in exports) < EXPORT_CHUNK:
+        print(
+            f"Note: the memory comparisons need at least {INGEST_BATCH:,} lines at N/4 and {EXPORT_CHUNK:,} rows "
+            "at a tenth (one write batch, one read chunk); below that the smaller peak is lower for that reason."
+        )
     print()
     print("Raw numbers")
     for fragment in fragments:

@@ -85,6 +85,13 @@ def running_jobs_create(*, endpoint_url: str, region: str, count: int) -> list[i
         input_s3_uri="s3://jobs-bench-in/incoming/",
         output_s3_uri="s3://jobs-bench-out/results/",
     )
+    mappings = [
+        {
+            "studyInstanceUID": f"2.25.{1000 + n}",
+            "metadataFilePath": f"metadata/{n}.json",
+        }
+        for n in range(1000)
+    ]
     pks = []
     for number in range(count):
         request = {
@@ -100,7 +107,13 @@ def running_jobs_create(*, endpoint_url: str, region: str, count: int) -> list[i
         )
         job = ImportJob.objects.create(
             datastore=datastore,
-            request=request,
+            # Stored as a composed job's request is: with its 1,000 mappings (left out of the call to
+            # localaws, which would otherwise check 1,000 metadata files that are not there).
+            request={
+                **request,
+                "importConfiguration": {"dicomMetadataMappings": mappings},
+            },
+            mapping_count=len(mappings),
             client_token=token,
             job_name=request["jobName"],
             input_s3_uri=datastore.input_s3_uri,

@@ -111,6 +111,34 @@ def test_the_status_fragment_polls_while_the_job_runs_and_answers_286_once_it_ha
     assert f'hx-get="/jobs/{job.pk}/results/"'.encode() in ended.content
 
 
+def test_the_status_fragment_does_not_load_a_large_jobs_stored_request(
+    client_bob: Client, datastore: Datastore, django_assert_max_num_queries: Any
+) -> None:
+    job = _job(datastore, status=ImportJob.Status.IN_PROGRESS, aws_job_id="a" * 32)
+    mappings = [
+        {"studyInstanceUID": f"2.25.{n}", "metadataFilePath": f"meta/{n}.json"}
+        for n in range(3000)
+    ]
+    request = {
+        **job.request,
+        "importConfiguration": {"dicomMetadataMappings": mappings},
+    }
+    ImportJob.objects.filter(pk=job.pk).update(request=request)
+    with django_assert_max_num_queries(3) as captured:
+        response = client_bob.get(f"/jobs/{job.pk}/status/", HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    assert b"In progress" in response.content
+    job_queries = [
+        q["sql"] for q in captured.captured_queries if "imports_importjob" in q["sql"]
+    ]
+    assert len(job_queries) == 1
+    assert '"imports_importjob"."request"' not in job_queries[0]
+    assert '"imports_importjob"."status"' in job_queries[0]
+    # The job page itself still shows the request.
+    page = client_bob.get(f"/jobs/{job.pk}/")
+    assert b"meta/2999.json" in page.content
+
+
 def test_with_sessions_in_a_shared_cache_the_status_fragment_makes_two_queries(
     settings: Any,
     bob: User,
