@@ -103,6 +103,18 @@ DATABASES = {
 }
 # Per-process memory by default; CACHE_URL=redis://... shares it between gunicorn workers.
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Sessions are read through the cache when the cache is shared by every process (Redis, Memcached), so
+# the polled status fragments read no session row. A per-process cache (the locmem default) would keep a
+# session that another gunicorn worker ended (sign-out) alive in its own memory: sessions stay in the
+# database then. cached_db still writes every session to the database, so a cache flush signs nobody out.
+_SHARED_CACHE = CACHES["default"]["BACKEND"].rsplit(".", 1)[-1] in (
+    "RedisCache",  # Django's own, or django-redis's when it is installed
+    "PyMemcacheCache",
+    "PyLibMCCache",
+)
+SESSION_ENGINE = "django.contrib.sessions.backends." + (
+    "cached_db" if _SHARED_CACHE else "db"
+)
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -115,10 +127,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-# django-axes first: it refuses a locked-out sign-in before any password is checked.
+# django-axes first: it refuses a locked-out sign-in before any password is checked. Then Django's
+# ModelBackend, with the user and its permissions read in one query (config/auth.py).
 AUTHENTICATION_BACKENDS = [
     "config.auth_backends.LockoutBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "config.auth.OneQueryModelBackend",
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "imports:dashboard"

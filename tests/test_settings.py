@@ -100,3 +100,24 @@ def test_ci_runs_on_postgresql_and_redis() -> None:
         pytest.skip("only CI promises PostgreSQL and Redis")
     assert settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
     assert settings.CELERY_BROKER_URL.startswith("redis://")
+
+
+def _session_engine(**env: str) -> str:
+    result = manage(
+        "shell",
+        "-c",
+        "from django.conf import settings; print(settings.SESSION_ENGINE)",
+        env={**PRODUCTION_ENV, **env},
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_sessions_stay_in_the_database_with_a_per_process_cache() -> None:
+    # A sign-out in one gunicorn worker must not leave the session alive in another worker's memory.
+    engine = _session_engine(CACHE_URL="locmemcache://")
+    assert engine == "django.contrib.sessions.backends.db"
+
+
+def test_sessions_are_read_through_a_shared_cache() -> None:
+    engine = _session_engine(CACHE_URL="rediscache://127.0.0.1:6379/1")
+    assert engine == "django.contrib.sessions.backends.cached_db"

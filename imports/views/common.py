@@ -102,6 +102,20 @@ def get_job_for_user(request: HttpRequest, pk: int) -> ImportJob:
     )
 
 
+def get_job_status_for_user(request: HttpRequest, pk: int) -> ImportJob:
+    """The job as its polled status fragment needs it, without the stored request and image sets.
+
+    Everyone watching a job asks for the fragment every 2 s, and a large job's request holds thousands of
+    mappings: loading it would parse that JSON on every poll for nothing the fragment shows.
+    """
+    if not request.user.has_perm("imports.view_importjob"):
+        raise PermissionDenied("imports.view_importjob")
+    return get_object_or_404(
+        ImportJob.objects.select_related("datastore").defer("request", "image_sets"),
+        pk=pk,
+    )
+
+
 def default_region() -> str:
     return str(settings.AWS_DEFAULT_REGION)
 

@@ -25,6 +25,7 @@ from imports.views.common import (
     csv_response,
     filters_query,
     get_job_for_user,
+    get_job_status_for_user,
     permission_required,
     render_page,
 )
@@ -195,7 +196,7 @@ def job_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 def job_status(request: HttpRequest, pk: int) -> HttpResponse:
     """The polled status fragment. Once the job has ended and its results are read it answers 286,
     which stops the polling, and loads the results section once."""
-    job = get_job_for_user(request, pk)
+    job = get_job_status_for_user(request, pk)
     context = {**_status_context(job), "load_results": True}
     response = render(request, "imports/job_detail.html#status", context)
     if not job.is_live:
