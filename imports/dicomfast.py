@@ -19,7 +19,7 @@ import functools
 import re
 import struct
 
-from pydicom._dicom_dict import DicomDictionary
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
@@ -208,8 +208,10 @@ def _element(
 def _is_sequence(tag: int, vr: bytes | None) -> bool:
     if vr is not None:
         return vr == b"SQ"
-    entry = DicomDictionary.get(tag)
-    return entry is not None and entry[0] == "SQ"
+    try:
+        return bool(dictionary_VR(tag) == "SQ")
+    except KeyError:  # private or unknown: pydicom peeks at the bytes, the careful reader does it
+        return False
 
 
 def _walk(
