@@ -210,7 +210,9 @@ def _is_sequence(tag: int, vr: bytes | None) -> bool:
         return vr == b"SQ"
     try:
         return bool(dictionary_VR(tag) == "SQ")
-    except KeyError:  # private or unknown: pydicom peeks at the bytes, the careful reader does it
+    except (
+        KeyError
+    ):  # private or unknown: pydicom peeks at the bytes, the careful reader does it
         return False
 
 
