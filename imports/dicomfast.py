@@ -1,11 +1,11 @@
 """The fast path of `imports.dicom.read_header`: the common header read without pydicom's per-element objects.
 
-Most objects a scan meets are ordinary: a preamble, an explicit VR little endian file meta, a little endian
-dataset (explicit or implicit VR) whose wanted attributes and pixel data lie inside the first ranged GET, and
+Most objects a scan meets are ordinary: a preamble, an explicit VR little endian file meta, a dataset in a
+standard uncompressed or encapsulated transfer syntax (explicit or implicit VR, little or big endian) whose wanted attributes and pixel data lie inside the first ranged GET, and
 plain ASCII values. For those, `read_header_fast` walks the elements with `struct` over that one buffer and
 decodes the handful of wanted values from their bytes. Anything else is "unusual" and goes to the careful reader
-(`read_header`), which is then handed the first GET's bytes so it costs no second request for them: deflate, big
-endian, no preamble or file meta, private transfer syntaxes, odd character sets or values, undefined lengths
+(`read_header`), which is then handed the first GET's bytes so it costs no second request for them: deflate,
+no preamble or file meta, private transfer syntaxes, odd character sets or values, undefined lengths
 other than well-formed sequences, elements out of order, or any byte the walk would need beyond the buffer.
 
 The contract is equality: whenever the fast path answers, its HeaderRead is exactly what `read_header` returns
@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 import re
 import struct
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
@@ -38,8 +40,34 @@ from imports.dicom import (
 )
 
 _HEADER = struct.Struct("<HH2sH").unpack_from
-_IMPLICIT = struct.Struct("<HHL").unpack_from
 _LONG = struct.Struct("<L").unpack_from
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    implicit: bool
+    little: bool
+    explicit_header: Callable[[bytes, int], tuple[int, int, bytes, int]]
+    implicit_header: Callable[[bytes, int], tuple[int, int, int]]
+    long_length: Callable[[bytes, int], tuple[int]]
+
+
+def _encoding(implicit: bool, little: bool) -> _Encoding:
+    endian = "<" if little else ">"
+    return _Encoding(
+        implicit,
+        little,
+        struct.Struct(f"{endian}HH2sH").unpack_from,
+        struct.Struct(f"{endian}HHL").unpack_from,
+        struct.Struct(f"{endian}L").unpack_from,
+    )
+
+
+_ENCODINGS = {
+    (implicit, little): _encoding(implicit, little)
+    for implicit in (False, True)
+    for little in (False, True)
+}
 
 _LONG_VRS = frozenset(str(vr).encode() for vr in EXPLICIT_VR_LENGTH_32)
 # Two-letter VRs with a 2-byte length; anything else (including pydicom's "implicit VR switch" guesses) is unusual.
@@ -124,14 +152,17 @@ def _read(buf: bytes, fetched: int, size: int, to_pixel_data: bool) -> HeaderRea
     ds_start, ts = _file_meta(buf)
     if ds_start >= size:
         raise _Unusual
-    implicit = _implicit_vr(ts)
+    enc = _dataset_encoding(ts)
     # pydicom reads the dataset in the encoding its first element shows, whatever the transfer syntax says.
     vr = buf[ds_start + 4 : ds_start + 6]
-    if len(vr) < 2 or (not (0x40 < vr[0] < 0x5B and 0x40 < vr[1] < 0x5B)) != implicit:
+    if (
+        len(vr) < 2
+        or (not (0x40 < vr[0] < 0x5B and 0x40 < vr[1] < 0x5B)) != enc.implicit
+    ):
         raise _Unusual
     raw: dict[int, tuple[bytes | None, int, bytes]] = {}
-    header_length = _walk(buf, ds_start, implicit, to_pixel_data, raw)
-    values = _decode(raw, implicit)
+    header_length = _walk(buf, ds_start, enc, to_pixel_data, raw)
+    values = _decode(raw, enc)
     return HeaderRead(
         status="ok",
         has_file_meta=True,
@@ -173,33 +204,31 @@ def _file_meta(buf: bytes) -> tuple[int, str]:
 
 
 @functools.cache
-def _implicit_vr(ts: str) -> bool:
+def _dataset_encoding(ts: str) -> _Encoding:
     uid = UID(ts)
-    # Private syntaxes, big endian and deflate are the careful reader's.
-    if not uid.is_transfer_syntax or not uid.is_little_endian:
+    # Private syntaxes and deflate are the careful reader's.
+    if not uid.is_transfer_syntax or uid == DeflatedExplicitVRLittleEndian:
         raise _Unusual
-    if uid == DeflatedExplicitVRLittleEndian:
-        raise _Unusual
-    return bool(uid.is_implicit_VR)
+    return _ENCODINGS[bool(uid.is_implicit_VR), bool(uid.is_little_endian)]
 
 
 def _element(
-    buf: bytes, pos: int, implicit: bool
+    buf: bytes, pos: int, enc: _Encoding, item: bool = False
 ) -> tuple[int, bytes | None, int, int]:
-    """(tag, VR or None, length, value position) of the element at pos."""
+    """(tag, VR or None, length, value position) of the element at pos; `item` reads an item tag."""
     if pos + 8 > len(buf):
         raise _Unusual
-    if implicit:
-        group, elem, length = _IMPLICIT(buf, pos)
+    if enc.implicit or item:
+        group, elem, length = enc.implicit_header(buf, pos)
         return group << 16 | elem, None, length, pos + 8
-    group, elem, vr, length = _HEADER(buf, pos)
+    group, elem, vr, length = enc.explicit_header(buf, pos)
     if group == 0xFFFE:  # item and delimiter tags carry no VR, whatever the encoding
-        group, elem, length = _IMPLICIT(buf, pos)
+        group, elem, length = enc.implicit_header(buf, pos)
         return group << 16 | elem, None, length, pos + 8
     if vr in _LONG_VRS:
         if pos + 12 > len(buf):
             raise _Unusual
-        return group << 16 | elem, vr, _LONG(buf, pos + 8)[0], pos + 12
+        return group << 16 | elem, vr, enc.long_length(buf, pos + 8)[0], pos + 12
     if vr in _SHORT_VRS:
         return group << 16 | elem, vr, length, pos + 8
     raise _Unusual
@@ -219,7 +248,7 @@ def _is_sequence(tag: int, vr: bytes | None) -> bool:
 def _walk(
     buf: bytes,
     pos: int,
-    implicit: bool,
+    enc: _Encoding,
     to_pixel_data: bool,
     raw: dict[int, tuple[bytes | None, int, bytes]],
 ) -> int | None:
@@ -233,7 +262,7 @@ def _walk(
     previous = -1
     while True:
         start = pos
-        tag, vr, length, pos = _element(buf, pos, implicit)
+        tag, vr, length, pos = _element(buf, pos, enc)
         if tag in PIXEL_DATA_TAGS:
             return start
         if tag <= previous or tag >> 16 == 0xFFFE:
@@ -248,7 +277,7 @@ def _walk(
         if length == UNDEFINED_LENGTH:
             if tag in _WANTED_SET or not _is_sequence(tag, vr):
                 raise _Unusual
-            pos = _skip_sequence(buf, pos, implicit)
+            pos = _skip_sequence(buf, pos, enc)
             continue
         end = pos + length
         if end > n:
@@ -258,10 +287,10 @@ def _walk(
         pos = end
 
 
-def _skip_sequence(buf: bytes, pos: int, implicit: bool) -> int:
+def _skip_sequence(buf: bytes, pos: int, enc: _Encoding) -> int:
     """The position after an undefined-length sequence, checking its structure as pydicom would parse it."""
     while True:
-        tag, _vr, length, pos = _element(buf, pos, True)
+        tag, _vr, length, pos = _element(buf, pos, enc, item=True)
         if tag == _SEQUENCE_END:
             if length != 0:
                 raise _Unusual
@@ -269,16 +298,16 @@ def _skip_sequence(buf: bytes, pos: int, implicit: bool) -> int:
         if tag != _ITEM:
             raise _Unusual
         if length == UNDEFINED_LENGTH:
-            pos = _skip_item(buf, pos, implicit, None)
+            pos = _skip_item(buf, pos, enc, None)
         else:
-            pos = _skip_item(buf, pos, implicit, pos + length)
+            pos = _skip_item(buf, pos, enc, pos + length)
 
 
-def _skip_item(buf: bytes, pos: int, implicit: bool, end: int | None) -> int:
+def _skip_item(buf: bytes, pos: int, enc: _Encoding, end: int | None) -> int:
     if end is not None and end > len(buf):
         raise _Unusual
     while end is None or pos < end:
-        tag, vr, length, pos = _element(buf, pos, implicit)
+        tag, vr, length, pos = _element(buf, pos, enc)
         if tag == _ITEM_END:
             if end is not None or length != 0:
                 raise _Unusual
@@ -288,7 +317,7 @@ def _skip_item(buf: bytes, pos: int, implicit: bool, end: int | None) -> int:
         if length == UNDEFINED_LENGTH:
             if not _is_sequence(tag, vr):
                 raise _Unusual
-            pos = _skip_sequence(buf, pos, implicit)
+            pos = _skip_sequence(buf, pos, enc)
             continue
         pos += length
         if pos > len(buf):
@@ -306,25 +335,22 @@ def _plain(value: bytes) -> str:
 
 
 def _decode(
-    raw: dict[int, tuple[bytes | None, int, bytes]], implicit: bool
+    raw: dict[int, tuple[bytes | None, int, bytes]], enc: _Encoding
 ) -> dict[str, str | int | None]:
     charset = raw.get(_CHARSET_TAG)
     try:
         if charset is not None and charset[2].rstrip(b" \0") not in _PLAIN_CHARSETS:
             raise _Unusual
-        return {
-            field: _decode_one(raw, tag, vr, implicit) for field, tag, vr in _WANTED
-        }
+        return {field: _decode_one(raw, tag, vr) for field, tag, vr in _WANTED}
     except _Unusual:
         # An odd value or character set: pydicom decodes all of them, exactly as in the careful reader.
-        return _decode_with_pydicom(raw, implicit)
+        return _decode_with_pydicom(raw, enc)
 
 
 def _decode_one(
     raw: dict[int, tuple[bytes | None, int, bytes]],
     tag: int,
     vr: bytes,
-    implicit: bool,
 ) -> str | int | None:
     found = raw.get(tag)
     if found is None:
@@ -348,7 +374,7 @@ def _decode_one(
 
 
 def _decode_with_pydicom(
-    raw: dict[int, tuple[bytes | None, int, bytes]], implicit: bool
+    raw: dict[int, tuple[bytes | None, int, bytes]], enc: _Encoding
 ) -> dict[str, str | int | None]:
     ds = Dataset(
         {
@@ -358,8 +384,8 @@ def _decode_with_pydicom(
                 len(value),
                 value or None,
                 pos,
-                implicit,
-                True,
+                enc.implicit,
+                enc.little,
             )
             for tag, (vr, pos, value) in raw.items()
         }

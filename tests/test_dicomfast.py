@@ -114,11 +114,13 @@ def test_it_agrees_on_the_benchmarks_objects_and_answers_most_alone(
     for data, _planned in objects:
         for first_read in (8192, 16384):
             both(data, first_read)
-    ordinary = [
-        data
-        for data, planned in objects
-        if planned.transfer_syntax != ExplicitVRBigEndian and not planned.large_private
-    ]
+    # Every transfer syntax of the bench, big endian included; only headers past the first read are not.
+    assert {planned.transfer_syntax for _data, planned in objects} >= {
+        ExplicitVRBigEndian,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+    }
+    ordinary = [data for data, planned in objects if not planned.large_private]
     careful_calls.clear()
     for data in ordinary:
         result = read_header_fast(Ranges(data), size=len(data), first_read=32768)
@@ -143,11 +145,11 @@ def test_it_reads_an_ordinary_object_alone_with_every_value(
     [
         (ExplicitVRLittleEndian, True),
         (ImplicitVRLittleEndian, True),
-        (ExplicitVRBigEndian, False),
+        (ExplicitVRBigEndian, True),
         (DeflatedExplicitVRLittleEndian, False),
     ],
 )
-def test_it_leaves_big_endian_and_deflate_to_the_careful_reader_at_no_extra_get(
+def test_it_leaves_deflate_to_the_careful_reader_at_no_extra_get(
     careful_calls: list[int], transfer_syntax: str, alone: bool
 ) -> None:
     data = build(transfer_syntax)
