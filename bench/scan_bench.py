@@ -706,7 +706,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--threads",
         type=int,
         default=16,
-        help="threads of the whole-object baseline, the upload and the scanner (SCAN_THREADS)",
+        help="threads of the whole-object baseline and the upload",
+    )
+    parser.add_argument(
+        "--scan-threads",
+        type=int,
+        default=None,
+        help="the scanner's SCAN_THREADS (default: the setting's own default)",
     )
     parser.add_argument("--sequential-sample", type=int, default=300)
     parser.add_argument(
@@ -740,7 +746,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve:
         return serve_until_stdin_closes()
-    os.environ["SCAN_THREADS"] = str(args.threads)
+    if args.scan_threads is not None:
+        os.environ["SCAN_THREADS"] = str(args.scan_threads)
     server: Server = ProcessServer() if args.server == "process" else ThreadServer()
     try:
         db = prepare_environment(server.endpoint_url, args.first_read_kb)
