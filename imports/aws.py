@@ -3,7 +3,8 @@
 Every boto3 call goes through this module. It builds cached clients from settings (region, timeouts,
 retry policy; boto3 itself reads AWS_ENDPOINT_URL and credentials from the environment), exposes a
 handful of domain functions, and turns AWS errors into `AwsError`s whose message an administrator
-can act on.
+can act on. The scanner's ranged GETs take a thinner path, `imports.s3get` (imported only here), built
+from the same client and credential chain and failing with the same botocore exceptions.
 
 IAM permissions the dashboard's own credentials need:
 - medical-imaging:GetDatastore, medical-imaging:ListDatastores
