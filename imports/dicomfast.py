@@ -127,9 +127,8 @@ def read_header_fast(
     first = fetch(0, stop - 1)
     try:
         return _read(first[:stop], len(first), size, to_pixel_data)
-    except (
-        Exception
-    ):  # _Unusual, or bytes the walk did not foresee: the careful reader judges them
+    except Exception:
+        # _Unusual, or bytes the walk did not foresee: either way the careful reader judges them.
         pass
     replayed = False
 
