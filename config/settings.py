@@ -357,7 +357,9 @@ SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 
 # --- Scanning -------------------------------------------------------------------------------
 # Header reads start with SCAN_FIRST_READ_BYTES and are extended only when the header runs past them.
-SCAN_THREADS = env.int("SCAN_THREADS", default=16)
+# 32 by measurement (issue 11): with 20 ms of S3 latency a scan read 360 objects/s on 16 threads, 570 on 32
+# and 630 on 48, at the same CPU per object; 32 keeps the connections per scan modest.
+SCAN_THREADS = env.int("SCAN_THREADS", default=32)
 # 8 KiB holds most headers whole; each folder then learns its own size (imports.scanning.reader.FirstReadSizes).
 SCAN_FIRST_READ_BYTES = env.int("SCAN_FIRST_READ_BYTES", default=8 * 1024)
 # JSON metadata files larger than this are reported, not read.

@@ -10,8 +10,10 @@ import json
 import os
 import random
 import threading
+import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +49,8 @@ class Fault:
     after: int | None = None
     message: str | None = None
     latency_ms: float | None = None
+    # A link of this many megabits per second that every response body of the service shares.
+    bandwidth_mbps: float | None = None
     manifest_delay_s: float | None = None
     fail_job: bool = False
 
@@ -82,15 +86,75 @@ class Fault:
             raise FaultError("after applies to error faults only")
         if fault.latency_ms is not None and fault.service is None:
             raise FaultError("a latency fault needs a service")
+        if fault.bandwidth_mbps is not None:
+            if fault.service is None:
+                raise FaultError("a bandwidth fault needs a service")
+            if (
+                isinstance(fault.bandwidth_mbps, bool)
+                or not isinstance(fault.bandwidth_mbps, int | float)
+                or not fault.bandwidth_mbps > 0
+            ):
+                raise FaultError(
+                    "bandwidth_mbps must be a number of megabits per second above 0"
+                )
         if not (
-            fault.error or fault.latency_ms or fault.manifest_delay_s or fault.fail_job
+            fault.error
+            or fault.latency_ms
+            or fault.bandwidth_mbps
+            or fault.manifest_delay_s
+            or fault.fail_job
         ):
             raise FaultError(
-                "a fault needs one of error, latency_ms, manifest_delay_s or fail_job"
+                "a fault needs one of error, latency_ms, bandwidth_mbps, manifest_delay_s or fail_job"
             )
         if fault.fail_job and fault.count is None:
             fault.count = 1
         return fault
+
+
+class Link:
+    """One network link that every paced response body crosses, in chunks, one chunk at a time.
+
+    A chunk takes its size over the bandwidth to cross, after the chunks reserved before it: concurrent bodies
+    interleave chunk by chunk and together never go faster than the link, as on a shared 1 Gbit/s uplink.
+    """
+
+    CHUNK = 64 * 1024
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._free_at = 0.0
+        self.bytes_paced = 0
+
+    def reserve(self, size: int, bits_per_s: float) -> float:
+        """When a chunk of `size` bytes, queued now, has crossed the link."""
+        with self._lock:
+            start = max(self._clock(), self._free_at)
+            self._free_at = start + size * 8 / bits_per_s
+            self.bytes_paced += size
+            return self._free_at
+
+    def paced(self, body: Iterable[bytes], bits_per_s: float) -> Iterator[bytes]:
+        """The body's bytes, each chunk released when it would have crossed the link."""
+        try:
+            for part in body:
+                for offset in range(0, len(part), self.CHUNK):
+                    chunk = part[offset : offset + self.CHUNK]
+                    wait = self.reserve(len(chunk), bits_per_s) - self._clock()
+                    if wait > 0:
+                        self._sleep(wait)
+                    yield chunk
+        finally:
+            # WSGI: the server closes what the application returned; the wrapper passes that on.
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
 
 
 class FaultRegistry:
@@ -98,6 +162,7 @@ class FaultRegistry:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self._random = random.Random()
+        self.link = Link()
 
     def add(self, data: Any) -> list[Fault]:
         items = data if isinstance(data, list) else [data]
@@ -128,6 +193,16 @@ class FaultRegistry:
                 sum((f.latency_ms or 0) for f in self._faults if f.service == service)
                 / 1000
             )
+
+    def bandwidth_bps(self, service: str) -> float | None:
+        """The narrowest link a bandwidth fault puts in front of the service, in bits per second."""
+        with self._lock:
+            limits = [
+                f.bandwidth_mbps * 1e6
+                for f in self._faults
+                if f.service == service and f.bandwidth_mbps
+            ]
+        return min(limits) if limits else None
 
     def error_for(self, service: str, operation: str) -> tuple[str, str | None] | None:
         """The (error, message) to answer instead of handling the call, consuming one count."""

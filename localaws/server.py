@@ -99,6 +99,15 @@ class Router:
     def _s3(
         self, environ: WSGIEnviron, start_response: StartResponse
     ) -> Iterable[bytes]:
+        body = self._s3_answer(environ, start_response)
+        bits_per_s = self.localaws.faults.bandwidth_bps("s3")
+        if bits_per_s is None:
+            return body
+        return self.localaws.faults.link.paced(body, bits_per_s)
+
+    def _s3_answer(
+        self, environ: WSGIEnviron, start_response: StartResponse
+    ) -> Iterable[bytes]:
         local = self.localaws
         delay = local.faults.latency_s("s3")
         if delay:

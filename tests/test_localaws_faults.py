@@ -256,3 +256,84 @@ def test_it_loads_faults_from_the_environment_at_start(monkeypatch):
     registry = FaultRegistry()
     registry.load_env()
     assert registry.latency_s("s3") == pytest.approx(0.02)
+
+
+class FakeTime:
+    """A clock that moves only when slept on: pacing is checked without timing anything."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_a_link_releases_a_body_at_its_bandwidth_chunk_by_chunk():
+    from localaws.faults import Link
+
+    fake = FakeTime()
+    link = Link(clock=fake.clock, sleep=fake.sleep)
+    body = b"x" * (Link.CHUNK * 2 + 1000)
+    out = list(link.paced([body], bits_per_s=8e6))  # 1 MB/s
+    assert b"".join(out) == body
+    assert [len(c) for c in out] == [Link.CHUNK, Link.CHUNK, 1000]
+    assert fake.now - 100.0 == pytest.approx(len(body) / 1e6)
+    assert link.bytes_paced == len(body)
+
+
+def test_bodies_of_concurrent_connections_share_one_link():
+    from localaws.faults import Link
+
+    fake = FakeTime()
+    link = Link(clock=fake.clock, sleep=fake.sleep)
+    # Two chunks queued at the same instant: the second crosses after the first, not alongside it.
+    first = link.reserve(Link.CHUNK, bits_per_s=8e6)
+    second = link.reserve(Link.CHUNK, bits_per_s=8e6)
+    assert first == pytest.approx(100.0 + Link.CHUNK / 1e6)
+    assert second == pytest.approx(first + Link.CHUNK / 1e6)
+    # An idle link does not bank the time it was idle.
+    fake.now = 200.0
+    assert link.reserve(1000, bits_per_s=8e6) == pytest.approx(200.0 + 1000 / 1e6)
+
+
+def test_a_bandwidth_fault_paces_s3_bodies_and_nothing_else(world):
+    status, body = control(
+        world, "POST", "faults", {"service": "s3", "bandwidth_mbps": 1000}
+    )
+    assert (status, body["faults"]) == (
+        200,
+        [{"service": "s3", "bandwidth_mbps": 1000}],
+    )
+    registry = world.server.faults
+    assert registry.bandwidth_bps("s3") == 1e9
+    assert registry.bandwidth_bps("medical-imaging") is None
+    data = world.s3_client().get_object(Bucket="input-bucket", Key="in/a.dcm")
+    assert registry.link.bytes_paced == len(data["Body"].read())
+    world.hi_client().get_datastore(datastoreId=world.datastore_id)
+    assert registry.link.bytes_paced == data["ContentLength"]
+    control(world, "DELETE", "faults")
+    world.s3_client().get_object(Bucket="input-bucket", Key="in/a.dcm")["Body"].read()
+    assert registry.link.bytes_paced == data["ContentLength"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ({"bandwidth_mbps": 1000}, "a bandwidth fault needs a service"),
+        (
+            {"service": "s3", "bandwidth_mbps": 0},
+            "bandwidth_mbps must be a number of megabits per second above 0",
+        ),
+        (
+            {"service": "s3", "bandwidth_mbps": "fast"},
+            "bandwidth_mbps must be a number of megabits per second above 0",
+        ),
+    ],
+)
+def test_it_refuses_a_bandwidth_it_cannot_model(world, fault, message):
+    assert control(world, "POST", "faults", fault) == (400, {"error": message})

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from imports import aws
-from imports.dicom import HeaderRead, read_header, sniff_kind
+from imports.dicom import HeaderRead, sniff_kind
+from imports.dicomfast import read_header_fast
 from imports.dicomjson import validate_dicom_json
 from imports.models import ObjectHeader
 from imports.phi_logging import phi_remember
@@ -161,9 +162,9 @@ def _read(
             first_bytes.append(data)
         return data
 
-    # read_header lets fetch's AwsErrors through (read_object sorts them), so an S3 failure is
+    # read_header_fast lets fetch's AwsErrors through (read_object sorts them), so an S3 failure is
     # never taken for a bad file.
-    result = read_header(
+    result = read_header_fast(
         fetch,
         size=obj.size,
         first_read=first_read or settings.SCAN_FIRST_READ_BYTES,
