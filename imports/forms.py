@@ -97,19 +97,9 @@ def _iso_date_input() -> forms.TextInput:
     )
 
 
-UID_TEXT = re.compile(r"\d+(\.\d+)+")
-TARGET_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+class DateRangeForm(forms.Form):
+    """ "From" and "To" as ISO dates, with "From" not after "To": the filters of the audit trail and the jobs."""
 
-
-class AuditFilterForm(forms.Form):
-    action = forms.ChoiceField(
-        choices=[("", "Any action"), *AuditEvent.Action.choices],
-        required=False,
-        error_messages={
-            "invalid_choice": "“%(value)s” is not an action of the audit trail; choose one from the list."
-        },
-    )
-    actor = forms.CharField(label="User", required=False, max_length=150)
     since = forms.DateField(
         label="From",
         required=False,
@@ -124,6 +114,33 @@ class AuditFilterForm(forms.Form):
         widget=_iso_date_input(),
         error_messages=ISO_DATE_ERRORS,
     )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            # On "To", so that it shows next to a field rather than above the table.
+            self.add_error(
+                "until",
+                "“From” is after “To”: choose a start date on or before the end date.",
+            )
+        return data
+
+
+UID_TEXT = re.compile(r"\d+(\.\d+)+")
+TARGET_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+class AuditFilterForm(DateRangeForm):
+    field_order = ["action", "actor", "since", "until", "target_type", "target_id", "q"]
+
+    action = forms.ChoiceField(
+        choices=[("", "Any action"), *AuditEvent.Action.choices],
+        required=False,
+        error_messages={
+            "invalid_choice": "“%(value)s” is not an action of the audit trail; choose one from the list."
+        },
+    )
+    actor = forms.CharField(label="User", required=False, max_length=150)
     target_type = forms.ChoiceField(label="Target", required=False)
     target_id = forms.CharField(label="Target ID", required=False, max_length=64)
     q = forms.CharField(label="Text", required=False, max_length=200)
@@ -150,16 +167,6 @@ class AuditFilterForm(forms.Form):
                 "such as 42."
             )
         return value
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean() or {}
-        if data.get("since") and data.get("until") and data["since"] > data["until"]:
-            # On "To", so that it shows next to a field rather than above the table.
-            self.add_error(
-                "until",
-                "“From” is after “To”: choose a start date on or before the end date.",
-            )
-        return data
 
     def filter(self, events: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
         """The events matching the filters: all while the form is unbound, none while it is invalid
@@ -344,10 +351,14 @@ class DraftFilterForm(forms.Form):
     q = forms.CharField(label="Job name or input", required=False, max_length=200)
 
 
-class JobFilterForm(forms.Form):
+class JobFilterForm(DateRangeForm):
     """The job history's filters, search and order, all in the URL so that a view can be shared."""
 
     COMPLETED_WITH_ERRORS = "completed_with_errors"
+    field_order = [
+        "q", "datastore", "status", "submitter", "since", "until", "external", "failures",
+        "non_primary", "sort",
+    ]  # fmt: skip
     # Column → ordering; "-" in the URL reverses it.
     SORTS = {
         "created": "created_at",
@@ -376,20 +387,6 @@ class JobFilterForm(forms.Form):
         required=False,
     )
     submitter = forms.CharField(label="Submitted by", required=False, max_length=150)
-    since = forms.DateField(
-        label="From",
-        required=False,
-        input_formats=["%Y-%m-%d"],
-        widget=_iso_date_input(),
-        error_messages=ISO_DATE_ERRORS,
-    )
-    until = forms.DateField(
-        label="To",
-        required=False,
-        input_formats=["%Y-%m-%d"],
-        widget=_iso_date_input(),
-        error_messages=ISO_DATE_ERRORS,
-    )
     external = forms.ChoiceField(
         label="Started",
         choices=[("", "Anywhere"), ("no", "In the dashboard"), ("yes", "Outside")],
@@ -403,15 +400,6 @@ class JobFilterForm(forms.Form):
         + [(key, key) for key in SORTS]
         + [(f"-{key}", f"-{key}") for key in SORTS],
     )
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean() or {}
-        if data.get("since") and data.get("until") and data["since"] > data["until"]:
-            self.add_error(
-                "until",
-                "“From” is after “To”: choose a start date on or before the end date.",
-            )
-        return data
 
     def filter(self, jobs: QuerySet[ImportJob]) -> QuerySet[ImportJob]:
         """The jobs matching the filters: all while the form is unbound, none while a filter is invalid."""
