@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.core.paginator import Page, Paginator
 from django.db.models import Prefetch
 
 from imports.drafts import draft_validate
@@ -21,12 +22,26 @@ from imports.models import (
 from imports.scanning.lookup import prefix_index
 from imports.suggestions import Suggestion, draft_suggestions
 
+# Rows a page shows: the page stays quick with a 1,000-mapping draft (bench/composer_bench.py).
+STUDIES_PER_PAGE = 50
+ROWS_PER_PAGE = 100
+PROBLEMS_SHOWN = 100
+
+
+def rows_page_of(row: int) -> int:
+    """The page of the mappings table that holds a 1-based row."""
+    return (row - 1) // ROWS_PER_PAGE + 1
+
 
 @dataclass
 class MappingState:
     row: int
     mapping: DraftMapping
     problems: list[Problem]
+
+    @property
+    def page(self) -> int:
+        return rows_page_of(self.row)
 
     @property
     def state(self) -> str:
@@ -53,8 +68,11 @@ class TreeStudy:
 @dataclass
 class Composer:
     draft: ImportDraft
-    studies: list[TreeStudy]
-    rows: list[MappingState]
+    studies: list[TreeStudy]  # this page's
+    studies_page: Page[ScanStudy] | None
+    rows: list[MappingState]  # this page's
+    rows_page: Page[MappingState]
+    row_count: int
     by_target: dict[tuple[str, str], MappingState]
     problems: list[Problem]
     suggestions: list[Suggestion]
@@ -70,6 +88,18 @@ class Composer:
     def warnings(self) -> int:
         return sum(p.severity == "warning" for p in self.problems)
 
+    @property
+    def shown_problems(self) -> list[tuple[Problem, int]]:
+        """The first problems, each with the page of the mappings table that holds its row."""
+        return [
+            (p, rows_page_of(p.row) if p.row else 1)
+            for p in self.problems[:PROBLEMS_SHOWN]
+        ]
+
+    @property
+    def more_problems(self) -> int:
+        return max(0, len(self.problems) - PROBLEMS_SHOWN)
+
 
 # What the tree shows; the rest of a scan's study and series rows (variants of every attribute, transfer
 # syntaxes) stays in the database.
@@ -82,23 +112,31 @@ TREE_SERIES_FIELDS = (
 )  # fmt: skip
 
 
-def draft_composer(*, draft: ImportDraft) -> Composer:
-    """Everything the composer page shows, in a fixed number of queries whatever the size of the draft."""
+def draft_composer(
+    *, draft: ImportDraft, studies_page: str | int = 1, rows_page: str | int = 1
+) -> Composer:
+    """Everything the composer page shows, in a fixed number of queries whatever the size of the draft.
+
+    The tree and the mappings table are paged; validation, suggestions and "which file wins" cover the
+    whole draft.
+    """
     mappings = list(draft.mappings.all())
     scan = draft.scan
     completed = scan is not None and scan.status == Scan.Status.COMPLETED
     index = prefix_index(scan=scan) if completed and scan is not None else None
-    studies = (
-        list(
+    study_pages = (
+        Paginator(
             ScanStudy.objects.filter(scan=scan)
             .only(*TREE_STUDY_FIELDS)
             .prefetch_related(
                 Prefetch("series", ScanSeries.objects.only(*TREE_SERIES_FIELDS))
-            )
-        )
+            ),
+            STUDIES_PER_PAGE,
+        ).get_page(studies_page)
         if completed
-        else []
+        else None
     )
+    studies = list(study_pages) if study_pages is not None else []
     problems = draft_validate(draft=draft, index=index, mappings=mappings)
     by_row: dict[int, list[Problem]] = {}
     for problem in problems:
@@ -145,10 +183,14 @@ def draft_composer(*, draft: ImportDraft) -> Composer:
         )
         for study in studies
     ]
+    row_pages = Paginator(rows, ROWS_PER_PAGE).get_page(rows_page)
     return Composer(
         draft=draft,
         studies=tree,
-        rows=rows,
+        studies_page=study_pages,
+        rows=list(row_pages),
+        rows_page=row_pages,
+        row_count=len(rows),
         by_target=by_target,
         problems=problems,
         suggestions=draft_suggestions(draft=draft) if completed else [],

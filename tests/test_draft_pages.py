@@ -283,7 +283,7 @@ def test_the_composer_shows_problems_with_links_to_their_rows(
     content = client_alice.get(
         reverse("imports:draft_detail", args=[draft.pk])
     ).content.decode()
-    assert '<a href="#row-1">Row 1</a>' in content
+    assert '<a href="?rows_page=1&amp;studies_page=1#row-1">Row 1</a>' in content
     assert 'id="row-1" class="state-error"' in content
     assert "json_invalid" in content
 
@@ -536,3 +536,47 @@ def test_the_drafts_page_filters_by_state_owner_and_text(
     refused = client_alice.get(url, {"state": "bogus"}).content.decode()
     assert link not in refused
     assert "Select a valid choice" in refused
+
+
+def test_the_composer_pages_its_tree_and_rows_and_links_a_problem_to_its_page(
+    client_alice: Client, draft: ImportDraft
+) -> None:
+    from imports.composer import ROWS_PER_PAGE, STUDIES_PER_PAGE
+
+    scan = draft.scan
+    assert scan is not None
+    studies = STUDIES_PER_PAGE + 10
+    for n in range(1, studies + 1):
+        ScanStudy.objects.create(
+            scan=scan, study_instance_uid=f"2.25.{n}", instance_count=1, bytes=1
+        )
+    DraftMapping.objects.bulk_create(
+        DraftMapping(
+            draft=draft, study_instance_uid=f"2.25.{n}", metadata_file_path=STUDY_FILE
+        )
+        for n in range(1, ROWS_PER_PAGE + 6)
+    )
+    url = reverse("imports:draft_detail", args=[draft.pk])
+    first = client_alice.get(url).content.decode()
+    assert first.count('class="study-row"') == STUDIES_PER_PAGE
+    assert "Studies page 1 of 2" in first
+    assert 'id="row-1"' in first
+    assert f'id="row-{ROWS_PER_PAGE + 1}"' not in first
+    # Row 101 is on the second page of mappings, and its problem links there.
+    assert f'href="?rows_page=2&amp;studies_page=1#row-{ROWS_PER_PAGE + 1}"' in first
+    second = client_alice.get(url, {"rows_page": 2, "studies_page": 2}).content.decode()
+    assert f'id="row-{ROWS_PER_PAGE + 1}"' in second
+    assert second.count('class="study-row"') == studies + 2 - STUDIES_PER_PAGE
+    # A change made from page 2 comes back to page 2 (without JavaScript: in the redirect).
+    row = draft.mappings.order_by("id").last()
+    assert row is not None
+    response = client_alice.post(
+        reverse("imports:draft_unmap", args=[draft.pk]),
+        {
+            "version": draft.version,
+            "mapping": row.pk,
+            "rows_page": 2,
+            "studies_page": 2,
+        },
+    )
+    assert response["Location"].endswith("?studies_page=2&rows_page=2")

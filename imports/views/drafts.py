@@ -147,7 +147,13 @@ def _composer_response(
     refusal_problems: list[Any] | None = None,
     settings_form: DraftSettingsForm | None = None,
 ) -> HttpResponse:
-    composer = draft_composer(draft=draft)
+    # The pages shown, from the link (GET) or carried by the change's form (POST).
+    pages = request.POST if request.method == "POST" else request.GET
+    composer = draft_composer(
+        draft=draft,
+        studies_page=pages.get("studies_page", 1),
+        rows_page=pages.get("rows_page", 1),
+    )
     context = {
         "draft": draft,
         "composer": composer,
@@ -209,7 +215,18 @@ def _changed(
         )
     if request.htmx:
         return _composer_response(request, updated)
-    return redirect("imports:draft_detail", pk=draft.pk)
+    return _back_to_composer(request, draft)
+
+
+def _back_to_composer(request: HttpRequest, draft: ImportDraft) -> HttpResponse:
+    """Without JavaScript: back to the composer, on the pages the change was made from."""
+    pages = {
+        name: request.POST[name]
+        for name in ("studies_page", "rows_page")
+        if request.POST.get(name, "").isdigit()
+    }
+    url = reverse("imports:draft_detail", kwargs={"pk": draft.pk})
+    return redirect(url + (f"?{urlencode(pages)}" if pages else ""))
 
 
 def _form_refused(
