@@ -183,3 +183,10 @@ def test_the_favicon_is_public(client: Client) -> None:
     response = client.get("/favicon.ico")
     assert response.status_code == 301
     assert response["Location"] == "/static/favicon.svg"
+
+
+def test_no_template_comment_leaks_into_a_page(client_bob: Client) -> None:
+    # Django's {# #} comments end at the line: a two-line one is printed as text.
+    content = client_bob.get("/").content.decode()
+    assert "{#" not in content
+    assert "#}" not in content
