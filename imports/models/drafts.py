@@ -1,0 +1,94 @@
+"""Import drafts: an import being composed, and its mappings."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from imports import validators
+from imports.models.datastores import Datastore
+from imports.models.scans import Scan
+
+
+class ImportDraft(models.Model):
+    """An import being composed: where from, where to, and which metadata file goes with which study or series.
+
+    Saved on every change. `version` goes up by one with each save, so a save made from an older version (a
+    second tab) can be refused instead of silently overwriting the newer state.
+    """
+
+    datastore = models.ForeignKey(
+        Datastore, on_delete=models.PROTECT, related_name="drafts"
+    )
+    input_s3_uri = models.CharField(
+        "input S3 URI",
+        max_length=validators.S3_URI_MAX_LENGTH,
+        validators=[validators.validate_s3_uri],
+    )
+    output_s3_uri = models.CharField(
+        "output S3 URI",
+        max_length=validators.S3_URI_MAX_LENGTH,
+        validators=[validators.validate_output_s3_uri],
+    )
+    job_name = models.CharField(
+        max_length=64, blank=True, validators=[validators.validate_job_name]
+    )
+    # The index the mappings were composed against: the latest completed scan of the input prefix.
+    scan = models.ForeignKey(
+        Scan, null=True, blank=True, on_delete=models.SET_NULL, related_name="drafts"
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="import_drafts",
+    )
+    # "Retry failed files" and "Clone as new draft" remember the job the draft came from.
+    source_job = models.ForeignKey(
+        "ImportJob",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="derived_drafts",
+    )
+    version = models.PositiveIntegerField(default=1)
+    # sha256 over the mappings and the ETags of the files they name (drafts.draft_content_hash).
+    content_hash = models.CharField(max_length=64, blank=True)
+    # The last validation's verdict, for the Drafts list.
+    error_count = models.PositiveIntegerField(default=0)
+    warning_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.job_name or f"Draft {self.pk}"
+
+
+class DraftMapping(models.Model):
+    """One entry of dicomMetadataMappings: a study (or one of its series) and the file that amends it."""
+
+    draft = models.ForeignKey(
+        ImportDraft, on_delete=models.CASCADE, related_name="mappings"
+    )
+    study_instance_uid = models.CharField(max_length=64)
+    # Empty for a study-level mapping.
+    series_instance_uid = models.CharField(max_length=64, blank=True)
+    # Relative to the draft's input URI, exactly as sent to HealthImaging.
+    metadata_file_path = models.CharField(max_length=1024)
+    # The version of the file the user mapped; a different ETag at validation means the file changed.
+    metadata_etag = models.CharField(max_length=128, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["draft", "study_instance_uid", "series_instance_uid"],
+                name="one_mapping_per_study_or_series",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.metadata_file_path
