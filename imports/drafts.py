@@ -554,8 +554,12 @@ def drafts_listed(
     *, owner: Any = None, state: str = "", text: str = ""
 ) -> QuerySet[ImportDraft]:
     """The Drafts list, with its mapping counts; `state` is the last validation's verdict."""
-    drafts = ImportDraft.objects.select_related("datastore", "owner").annotate(
-        mapping_count=Count("mappings")
+    # Ordered here, not only by Meta.ordering: Django leaves that out of a GROUP BY query (the count), and
+    # pages of an unordered list can repeat or skip drafts.
+    drafts = (
+        ImportDraft.objects.select_related("datastore", "owner")
+        .annotate(mapping_count=Count("mappings"))
+        .order_by("-updated_at", "-id")
     )
     if owner is not None:
         drafts = drafts.filter(owner=owner)

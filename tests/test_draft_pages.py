@@ -580,3 +580,25 @@ def test_the_composer_pages_its_tree_and_rows_and_links_a_problem_to_its_page(
         },
     )
     assert response["Location"].endswith("?studies_page=2&rows_page=2")
+
+
+def test_the_drafts_page_lists_newest_first_across_pages(
+    client_alice: Client, draft: ImportDraft
+) -> None:
+    import re
+
+    for _ in range(30):
+        ImportDraft.objects.create(
+            datastore=draft.datastore,
+            input_s3_uri=draft.input_s3_uri,
+            output_s3_uri=draft.output_s3_uri,
+        )
+    url = reverse("imports:draft_list")
+    pages = [client_alice.get(url, {"page": n}).content.decode() for n in (1, 2)]
+    listed = [
+        int(pk) for page in pages for pk in re.findall(r'href="/drafts/(\d+)/"', page)
+    ]
+    expected = list(
+        ImportDraft.objects.order_by("-updated_at", "-id").values_list("pk", flat=True)
+    )
+    assert listed == expected

@@ -64,7 +64,7 @@ def draft_list(request: HtmxHttpRequest) -> HttpResponse:
             text=form.cleaned_data["q"],
         )
         if form.is_valid()
-        else ImportDraft.objects.none()
+        else ImportDraft.objects.none().order_by("-updated_at")
     )
     page = Paginator(listed, 25).get_page(request.GET.get("page"))
     return render(
