@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest bench requirements clean
+.PHONY: install demo test test-fast lint typecheck pytest bench requirements clean
 
 install: $(STAMP)
 
@@ -16,8 +16,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 # Demo: dashboard, Celery worker, Celery beat and the local AWS stand-in, in one foreground process.
+# `make demo PORT=8080 LOCALAWS_PORT=4567` when those ports are taken. honcho sets its own PORT for
+# every process, so the Procfile reads DEMO_PORT.
+PORT ?= 8000
+LOCALAWS_PORT ?= 4566
+demo: export DEMO_PORT = $(PORT)
+demo: export LOCALAWS_PORT := $(LOCALAWS_PORT)
+demo: export SITE_URL = http://127.0.0.1:$(PORT)
 demo: export DJANGO_DEBUG = true
-demo: export AWS_ENDPOINT_URL = http://127.0.0.1:4566
+demo: export AWS_ENDPOINT_URL = http://127.0.0.1:$(LOCALAWS_PORT)
 demo: export AWS_ACCESS_KEY_ID = localaws
 demo: export AWS_SECRET_ACCESS_KEY = localaws
 demo: export AWS_DEFAULT_REGION = us-east-1
@@ -31,12 +38,17 @@ test: install lint typecheck pytest
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy .
 
 pytest: install
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The quick loop while editing: everything but the browser and the real-worker tests (`--lf` works too).
+test-fast: install
+	$(BIN)/pytest -m "not browser and not worker" $(PYTEST_ARGS)
 
 # Benchmarks print tables; they are not tests (see bench/README.md). BENCH_ARGS="--objects 2000" for a short run.
 bench: install

@@ -57,7 +57,7 @@ def write_chained_events(count: int) -> None:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from imports.auditchain import GENESIS, event_hash
+    from imports.audit.chain import GENESIS, event_hash
 
     start = timezone.now()
     previous = GENESIS
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     from django.core.management import call_command
     from django.db import connection
 
-    from imports.audit import audit_record
+    from imports.audit.records import audit_record
     from imports.models import AuditEvent
     from imports.roles import VIEWER, sync_role_groups
 

@@ -67,7 +67,7 @@ def setup_django(database_url: str | None) -> None:
 
 def upload(series_count: int) -> list[tuple[str, str]]:
     """One instance per series, four series a study, and a series-level JSON file each. Returns (study, series)."""
-    from imports import aws
+    from imports.aws import client as aws
     from localaws.testing import dicom_bytes
 
     aws.s3_client(REGION).create_bucket(Bucket=BUCKET)
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     from django.test.utils import CaptureQueriesContext
     from django.urls import reverse
 
-    from imports import drafts
+    from imports.drafts import services as drafts
     from imports.models import Datastore, DraftMapping, ImportDraft
     from imports.roles import OPERATOR
     from imports.scanning import control, run

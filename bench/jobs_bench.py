@@ -12,7 +12,7 @@ names another (flushed first). It measures:
 2. `--viewers` viewers polling it every 2 s through gunicorn with 4 workers (locust, headless), then 1 viewer,
    `--window` seconds each, with the AWS poller running: errors, p95 at the client and at the server, and
    GetDICOMImportJob calls per minute counted at localaws;
-3. ingesting a `--ndjson-lines` success.ndjson from localaws S3 (`jobtracking.job_ingest_results`): time, and
+3. ingesting a `--ndjson-lines` success.ndjson from localaws S3 (`jobresults.job_ingest_results`): time, and
    the tracemalloc peak at a quarter of the lines and at all of them;
 4. the results download, CSV and JSON lines, of a job with `--export-rows` rows: the tracemalloc peak at a
    tenth of the rows and at all of them.
@@ -43,7 +43,7 @@ LOAD_TARGET_MS = 100.0
 INGEST_TARGET_S = 2.0
 MEMORY_FLAT_RATIO = 1.25
 WATCHED_JOBS = 10
-INGEST_BATCH = 1_000  # imports.jobtracking.BATCH
+INGEST_BATCH = 1_000  # imports.jobs.tracking.BATCH
 EXPORT_CHUNK = 2_000  # the download's iterator(chunk_size=...)
 
 
@@ -209,7 +209,7 @@ class Ingest:
 def ingest_prepare(lines: int, folder_name: str) -> int:
     """A success.ndjson of `lines` lines and its manifest at localaws S3, and an ended job pointing at them."""
     from bench.jobs_data import manifest, ndjson_lines
-    from imports import aws
+    from imports.aws import client as aws
     from imports.models import Datastore, ImportJob
 
     bucket = "jobs-bench-out"
@@ -233,7 +233,7 @@ def ingest_prepare(lines: int, folder_name: str) -> int:
 
 
 def ingest_run(job_id: int, lines: int, *, trace: bool) -> Ingest:
-    from imports.jobtracking import job_ingest_results
+    from imports.jobs.results import job_ingest_results
     from imports.models import ImportJob, ImportJobResult
 
     ImportJob.objects.filter(pk=job_id).update(results=ImportJob.Results.PENDING)

@@ -30,8 +30,8 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
-from imports import aws
-from imports.jobtracking import jobs_poll
+from imports.aws import client as aws
+from imports.jobs.tracking import jobs_poll
 from imports.models import Datastore, ImportJob
 
 ROOT = Path(__file__).resolve().parent.parent

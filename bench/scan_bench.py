@@ -262,7 +262,7 @@ def prepare_environment(endpoint_url: str, first_read_kb: int | None) -> Path:
 
 
 def upload(n: int, size: int, threads: int) -> list[Planned]:
-    from imports import aws
+    from imports.aws import client as aws
 
     aws.s3_client(REGION).create_bucket(Bucket=BUCKET)
     # One random buffer for every object's pixel data: the bytes are never looked at, only moved.
@@ -307,7 +307,7 @@ class Baseline:
 
 def whole_object_baseline(server: Server, keys: list[str], threads: int) -> Baseline:
     """What a script without the dashboard does: GetObject of the whole file, then pydicom.dcmread."""
-    from imports import aws
+    from imports.aws import client as aws
 
     client = aws.s3_client(REGION)
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.forms import AuthenticationForm, UsernameField
 from django.contrib.auth.models import Group, Permission, User
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
@@ -108,3 +110,20 @@ class OneQueryModelBackend(ModelBackend):
                 if row.perm_code is not None  # type: ignore[attr-defined]
             }
         return user
+
+
+class SignInForm(AuthenticationForm):
+    """Django's sign-in form, with the user name's length enforced.
+
+    AuthenticationForm sets max_length on its user name field after the field is built, so the limit reached the
+    HTML but no validator: a 300-character name went on to authenticate(), and django-axes wrote it into its
+    varchar(255) (a 500 on PostgreSQL). A name longer than any account can have is refused before any lookup.
+    """
+
+    username = UsernameField(
+        max_length=User._meta.get_field("username").max_length,
+        widget=forms.TextInput(attrs={"autofocus": True}),
+        error_messages={
+            "max_length": "at most %(limit_value)d characters (this one has %(show_value)d)."
+        },
+    )

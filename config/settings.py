@@ -59,6 +59,8 @@ if LOCALAWS:
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "config.middleware.ContentSecurityPolicyMiddleware",
+    # A NUL in a query string is a 400 before any view or the admin can send it to the database.
+    "config.middleware.NulRefusalMiddleware",
     # Before everything that may record an audit event (sign-ins included).
     "config.middleware.AuditOriginMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -112,8 +114,9 @@ _SHARED_CACHE = CACHES["default"]["BACKEND"].rsplit(".", 1)[-1] in (
     "PyMemcacheCache",
     "PyLibMCCache",
 )
-SESSION_ENGINE = "django.contrib.sessions.backends." + (
-    "cached_db" if _SHARED_CACHE else "db"
+# config/sessions.py: cached_db that falls back to the database while the cache is away.
+SESSION_ENGINE = (
+    "config.sessions" if _SHARED_CACHE else "django.contrib.sessions.backends.db"
 )
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
@@ -163,7 +166,7 @@ _behind_proxy = env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False)
 if _behind_proxy:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # How many proxies in front append to X-Forwarded-For; the audit trail records the address the
-# outermost one saw (imports.audit.client_ip). 0: REMOTE_ADDR, and X-Forwarded-For is ignored,
+# outermost one saw (imports.audit.records.client_ip). 0: REMOTE_ADDR, and X-Forwarded-For is ignored,
 # since anyone can send it. A proxy that sets X-Forwarded-Proto is assumed to be one such hop.
 TRUSTED_PROXY_COUNT = env.int(
     "DJANGO_TRUSTED_PROXY_COUNT", default=1 if _behind_proxy else 0
@@ -270,6 +273,8 @@ if CELERY_BROKER_URL == "filesystem://":
         # several polls: with Ctrl-C in `make demo` that ran past honcho's 5 s before SIGKILL.
         "polling_interval": 0.1,
     }
+    # kombu's transport with whole-message writes (config/broker_files.py says why).
+    CELERY_BROKER_TRANSPORT = "config.broker_files:Transport"
     for _folder in ("queue", "processed", "control"):
         (_celery_dir / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_RESULT_BACKEND = None
@@ -306,26 +311,42 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "imports.jobs_sync_external",
         "schedule": 300.0,
     },
+    # /healthz reads it: beat schedules, a worker writes the row.
+    "beat-heartbeat": {
+        "task": "imports.beat_heartbeat",
+        "schedule": env.float("HEALTH_BEAT_EVERY_S", default=15.0),
+    },
 }
+# /healthz and /readyz (imports/operations/health.py): each probe's timeout, and the age past which
+# beat's heartbeat is reported stale (beat sends one every HEALTH_BEAT_EVERY_S).
+HEALTH_PROBE_TIMEOUT_S = env.float("HEALTH_PROBE_TIMEOUT_S", default=2.0)
+HEALTH_BEAT_MAX_AGE_S = env.float("HEALTH_BEAT_MAX_AGE_S", default=60.0)
 
 # --- AWS ------------------------------------------------------------------------------------
 # boto3 reads AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_PROFILE and friends from the environment
-# itself; the dashboard only adds timeouts and the retry policy (imports/aws.py).
+# itself; the dashboard only adds timeouts and the retry policy (imports/aws/client.py).
 AWS_CONNECT_TIMEOUT = env.float("AWS_CONNECT_TIMEOUT", default=5.0)
 AWS_READ_TIMEOUT = env.float("AWS_READ_TIMEOUT", default=30.0)
 AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=5)
 
 # --- Import jobs ----------------------------------------------------------------------------
-# StartDICOMImportJob allows about 1 call/s per account: one shared slot per interval, in Redis when
-# the broker is Redis (or JOBS_LIMITER_URL names one), else in the database.
+# StartDICOMImportJob is throttled per account: AWS's older throttling page says 1 call/s (burst 2), a newer one
+# 40/s (burst 80). Each datastore sets its rate (Datastore.start_jobs_per_second, default 1), one slot per interval
+# shared by all workers, in Redis when the broker is Redis (or JOBS_LIMITER_URL names one), else in the database.
 JOBS_LIMITER_URL = env.str(
     "JOBS_LIMITER_URL",
     default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "",
 )
-JOBS_START_INTERVAL_S = env.float("JOBS_START_INTERVAL_S", default=1.0)
 JOBS_LIMITER_WAIT_S = env.float("JOBS_LIMITER_WAIT_S", default=30.0)
-# Transient submission errors: exponential backoff with jitter, then SUBMIT_FAILED.
-JOBS_SUBMIT_MAX_ATTEMPTS = env.int("JOBS_SUBMIT_MAX_ATTEMPTS", default=8)
+# Transient submission errors (throttling, 5xx, no connection, no answer): retried with capped
+# exponential backoff and jitter for JOB_SUBMIT_PATIENCE_S after the first attempt, always with the
+# same client token; a campaign runs unattended, so the patience is measured in time. A positive
+# JOBS_SUBMIT_MAX_ATTEMPTS bounds the attempts too (0: only the patience counts).
+JOB_SUBMIT_PATIENCE_S = env.float("JOB_SUBMIT_PATIENCE_S", default=30 * 60.0)
+JOBS_SUBMIT_MAX_ATTEMPTS = env.int("JOBS_SUBMIT_MAX_ATTEMPTS", default=0)
+# StartDICOMImportJob's own read timeout: an attempt that times out is "outcome unknown" (AWS may
+# have started the job), so give it longer than the other calls' AWS_READ_TIMEOUT.
+JOBS_SUBMIT_READ_TIMEOUT_S = env.float("JOBS_SUBMIT_READ_TIMEOUT_S", default=60.0)
 JOBS_SUBMIT_BACKOFF_S = env.float("JOBS_SUBMIT_BACKOFF_S", default=1.0)
 JOBS_SUBMIT_BACKOFF_CAP_S = env.float("JOBS_SUBMIT_BACKOFF_CAP_S", default=60.0)
 # How long a submission attempt owns its job; longer than the limiter wait plus one AWS call.
@@ -366,6 +387,8 @@ SCAN_FIRST_READ_BYTES = env.int("SCAN_FIRST_READ_BYTES", default=8 * 1024)
 SCAN_JSON_MAX_BYTES = env.int("SCAN_JSON_MAX_BYTES", default=1024 * 1024)
 # A running scan that has not reported progress for this long lost its worker; beat requeues it.
 SCAN_STALL_TIMEOUT_S = env.int("SCAN_STALL_TIMEOUT_S", default=10 * 60)
+# A scan still QUEUED this long after it started is sent to the broker again (it was down then).
+SCAN_QUEUED_REQUEUE_S = env.int("SCAN_QUEUED_REQUEUE_S", default=60)
 SCAN_MAX_ATTEMPTS = env.int("SCAN_MAX_ATTEMPTS", default=3)
 # S3 trouble (throttling, 5xx, timeouts, no connection) is retried by the scan itself, beyond botocore's
 # own retries, whose quota drains within seconds under a storm: each object again after a backoff

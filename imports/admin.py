@@ -12,7 +12,9 @@ from django.forms import ModelForm
 from django.http import HttpRequest
 
 from imports import datastores
-from imports.audit import audit_record
+from imports.audit.accounts import account_changes, account_snapshot, changes_text
+from imports.audit.records import audit_record
+from imports.forms import validate_s3_prefix
 from imports.models import AuditEvent, Datastore
 from imports.validators import HEALTHIMAGING_REGIONS
 
@@ -20,23 +22,59 @@ from imports.validators import HEALTHIMAGING_REGIONS
 class AuditedAdminMixin:
     """Copies the admin's own log of additions, changes and deletions into the audit trail.
 
-    Django's change message names the fields that changed (never their values, so no password).
+    Django's change message names the fields that changed (never their values, so no password); the
+    fields that grant access (imports.audit.accounts) are recorded with their values before and after.
     """
+
+    # Set by save_model from the row as stored, read by log_change once the groups are saved too.
+    _before_attr = "_audit_account_before"
+
+    def save_model(
+        self, request: HttpRequest, obj: Model, form: Any, change: bool
+    ) -> None:
+        if change and obj.pk is not None:
+            stored = type(obj)._default_manager.filter(pk=obj.pk).first()
+            setattr(obj, self._before_attr, account_snapshot(stored) if stored else {})
+        super().save_model(request, obj, form, change)  # type: ignore[misc]
 
     def log_addition(self, request: HttpRequest, obj: Model, message: Any) -> Any:
         entry = super().log_addition(request, obj, message)  # type: ignore[misc]
-        self._audit(request, obj, AuditEvent.Action.ACCOUNT_ADDED, "Added", entry)
+        self._audit(
+            request,
+            obj,
+            AuditEvent.Action.ACCOUNT_ADDED,
+            "Added",
+            entry,
+            details={"after": account_snapshot(obj)},
+        )
         return entry
 
     def log_change(self, request: HttpRequest, obj: Model, message: Any) -> Any:
         entry = super().log_change(request, obj, message)  # type: ignore[misc]
-        self._audit(request, obj, AuditEvent.Action.ACCOUNT_CHANGED, "Changed", entry)
+        before = getattr(obj, self._before_attr, None)
+        changes = (
+            account_changes(before, account_snapshot(obj)) if before is not None else {}
+        )
+        self._audit(
+            request,
+            obj,
+            AuditEvent.Action.ACCOUNT_CHANGED,
+            "Changed",
+            entry,
+            details={"changes": changes},
+            extra=changes_text(changes),
+        )
         return entry
 
     def log_deletions(self, request: HttpRequest, queryset: Any) -> Any:
         for obj in queryset:
             self._audit(
-                request, obj, AuditEvent.Action.ACCOUNT_DELETED, "Deleted", None
+                request,
+                obj,
+                AuditEvent.Action.ACCOUNT_DELETED,
+                "Deleted",
+                None,
+                details={"before": account_snapshot(obj)},
             )
         return super().log_deletions(request, queryset)  # type: ignore[misc]
 
@@ -47,6 +85,9 @@ class AuditedAdminMixin:
         action: AuditEvent.Action,
         verb: str,
         entry: Any,
+        *,
+        details: dict[str, Any],
+        extra: str = "",
     ) -> None:
         what = f"{obj._meta.verbose_name} “{obj}”"
         change = entry.get_change_message() if entry is not None else ""
@@ -54,7 +95,10 @@ class AuditedAdminMixin:
             actor=request.user,
             action=action,
             target=obj,
-            summary=f"{verb} {what}" + (f": {change}" if change else ""),
+            summary=f"{verb} {what}"
+            + (f": {change}" if change else "")
+            + (f" ({extra})" if extra else ""),
+            details=details,
         )
 
 
@@ -73,8 +117,30 @@ class AuditedGroupAdmin(AuditedAdminMixin, GroupAdmin):
     pass
 
 
+class DatastoreForm(ModelForm[Datastore]):
+    """The model's S3 URI rules, and the prefix rule of the URIs users type: a draft starts from these."""
+
+    class Meta:
+        model = Datastore
+        fields = [
+            "input_s3_uri",
+            "output_s3_uri",
+        ]  # the admin's fieldsets name the rest
+
+    def clean_input_s3_uri(self) -> str:
+        uri: str = self.cleaned_data["input_s3_uri"]
+        validate_s3_prefix(uri)
+        return uri
+
+    def clean_output_s3_uri(self) -> str:
+        uri: str = self.cleaned_data["output_s3_uri"]
+        validate_s3_prefix(uri)
+        return uri
+
+
 @admin.register(Datastore)
 class DatastoreAdmin(admin.ModelAdmin[Datastore]):
+    form = DatastoreForm
     list_display = [
         "name",
         "region",
@@ -105,6 +171,7 @@ class DatastoreAdmin(admin.ModelAdmin[Datastore]):
                     "max_files_per_job",
                     "max_bytes_per_job",
                     "max_concurrent_jobs",
+                    "start_jobs_per_second",
                 ]
             },
         ),

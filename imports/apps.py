@@ -11,7 +11,7 @@ class ImportsConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth import signals
 
-        from imports import audit
+        from imports.audit import records as audit
 
         signals.user_logged_in.connect(
             audit.on_user_logged_in, dispatch_uid="audit-signed-in"

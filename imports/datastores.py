@@ -8,8 +8,8 @@ from typing import Any
 
 from django.db import transaction
 
-from imports import aws
-from imports.audit import Actor, audit_record
+from imports.audit.records import Actor, audit_record
+from imports.aws import client as aws
 from imports.models import AuditEvent, Datastore
 from imports.validators import split_s3_uri
 

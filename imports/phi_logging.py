@@ -16,9 +16,18 @@ what the process has seen:
   redacted.
 - **Values the process has read**: patient names and IDs taken from DICOM headers are remembered
   (`phi_remember`, a bounded set) and redacted wherever they appear later, e.g. an ID inside a key.
+- **Task names**: Celery logs `Task %(name)s[%(id)s] received` with the task's dotted name under the
+  argument `name`; from a `celery.*` logger, a `name` that is a dotted Python name
+  (`imports.tasks.scan_prefix`) is code, not a person, and is kept.
 - **Libraries that echo data**: botocore, boto3, s3transfer and urllib3 log request URLs (S3 keys)
   and response bodies at DEBUG, and django.db.backends logs SQL with its parameters; their records
   below WARNING are dropped, whatever level is configured.
+
+- **Query strings of access logs**: from `gunicorn.access` and `django.server` (runserver), every URL's
+  query string keeps its parameter names (lowercase words only) and loses its values:
+  `/browse/?uri=[REDACTED]`. A query carries S3 URIs, patient IDs and study UIDs typed or linked
+  (`?uri=s3://…/DEMO0001/`, `?study=2.25…`), in the request line and in the Referer and Location headers.
+  The gunicorn side is `gunicorn.conf.py` at the project's root.
 
 Exception tracebacks go through the same redaction before any handler formats them.
 
@@ -80,6 +89,14 @@ DATA_ECHOING_LOGGERS = (
     "urllib3",
     "django.db.backends",
 )
+# Loggers whose lines are requests: their URLs' query strings are redacted (`redact_query_strings`).
+ACCESS_LOGGERS = ("gunicorn.access", "django.server")
+# A URL's query string, up to what ends a URL in a log line (a space, a quote, a fragment).
+_QUERY_STRING_RE = re.compile(r"\?([^\s\"'#]*)")
+# A parameter name kept in a redacted query: a lowercase word, as every form of the dashboard names its fields.
+_PARAMETER_NAME_RE = re.compile(r"[a-z_]{1,32}")
+# A task's registered name: dotted Python identifiers, as `name=` on every task in imports/tasks.py.
+_TASK_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 REMEMBERED_MAX = 10_000
 # Shorter values (a "1", an "F") would redact half of every line.
 REMEMBERED_MIN_LENGTH = 4
@@ -145,7 +162,41 @@ def redact(text: str) -> str:
     return _UID_RE.sub(_uid_or_address, text)
 
 
-def _redact_argument(key: str, value: Any) -> Any:
+def redact_query(query: str) -> str:
+    """A query string with every value replaced: `uri=s3://b/DEMO0001/&page=2` -> `uri=[REDACTED]&page=[REDACTED]`.
+
+    Only names shaped like the dashboard's own (lowercase words) are kept; any other pair, and a bare value
+    (`?DEMO0001`), becomes `[REDACTED]` whole.
+    """
+    pairs = []
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        name, has_value, _ = pair.partition("=")
+        if has_value and _PARAMETER_NAME_RE.fullmatch(name):
+            pairs.append(f"{name}={REDACTED}")
+        else:
+            pairs.append(REDACTED)
+    return "&".join(pairs)
+
+
+def redact_query_strings(text: str) -> str:
+    """The text with the query string of every URL in it redacted (`redact_query`)."""
+    return _QUERY_STRING_RE.sub(lambda m: "?" + redact_query(m.group(1)), text)
+
+
+def _is_task_name(logger: str, key: str, value: Any) -> bool:
+    return (
+        key == "name"
+        and (logger == "celery" or logger.startswith("celery."))
+        and isinstance(value, str)
+        and _TASK_NAME_RE.fullmatch(value) is not None
+    )
+
+
+def _redact_argument(logger: str, key: str, value: Any) -> Any:
+    if _is_task_name(logger, key, value):
+        return value
     if key.lower() in PHI_ARGUMENT_KEYS:
         return REDACTED
     return value
@@ -162,13 +213,20 @@ class PhiRedactingFilter(logging.Filter):
         if getattr(record, "_phi_redacted", False):
             return True
         args = record.args
-        if isinstance(args, dict):
-            args = {k: _redact_argument(str(k), v) for k, v in args.items()}
+        if isinstance(args, dict) and any(
+            _redact_argument(record.name, str(k), v) is not v for k, v in args.items()
+        ):
+            # A mapping with nothing to redact is kept as it is: gunicorn's atoms answer "-" for a missing key.
+            args = {
+                k: _redact_argument(record.name, str(k), v) for k, v in args.items()
+            }
         try:
             message = str(record.msg) % args if args else str(record.msg)
         except (TypeError, ValueError, KeyError):
             # A malformed call: log what was passed rather than lose the line.
             message = f"{record.msg} {args!r}"
+        if record.name.startswith(ACCESS_LOGGERS):
+            message = redact_query_strings(message)
         record.msg = redact(message)
         record.args = None
         if record.exc_info and not record.exc_text:

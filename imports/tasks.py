@@ -6,8 +6,11 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from imports import jobs, jobtracking
-from imports.scanning import run
+from imports.jobs import results as jobresults
+from imports.jobs import submit as jobs
+from imports.jobs import tracking as jobtracking
+from imports.operations import health
+from imports.scanning import control, run
 
 
 @shared_task(
@@ -23,10 +26,7 @@ def scan_prefix(scan_id: int) -> None:
 
 @shared_task(name="imports.scans_recover_stalled", ignore_result=True)
 def scans_recover_stalled() -> None:
-    # Imported here: the scan control module enqueues the tasks of this module.
-    from imports.scanning.control import scans_recover_stalled
-
-    scans_recover_stalled()
+    control.scans_recover_stalled()
 
 
 # --- Import jobs ----------------------------------------------------------------------------
@@ -80,7 +80,7 @@ def jobs_poll() -> None:
     time_limit=30 * 60 + 60,
 )
 def job_ingest_results(self: Task[Any, Any], job_id: int) -> None:
-    retry_in = jobtracking.job_ingest_results(job_id=job_id)
+    retry_in = jobresults.job_ingest_results(job_id=job_id)
     if retry_in is not None:
         raise self.retry(countdown=retry_in)
 
@@ -100,3 +100,8 @@ def jobs_sync_external() -> None:
 )
 def job_notify(job_id: int) -> None:
     jobtracking.job_notify(job_id=job_id)
+
+
+@shared_task(name="imports.beat_heartbeat", ignore_result=True, expires=60)
+def beat_heartbeat() -> None:
+    health.beat_heartbeat()

@@ -2,12 +2,25 @@ from __future__ import annotations
 
 from django.urls import path
 
-from imports.views import audit, browse, dashboard, drafts, editor, jobs, scans
+from imports.views import (
+    audit,
+    browse,
+    dashboard,
+    drafts,
+    editor,
+    health,
+    jobs,
+    review,
+    scans,
+)
 
 app_name = "imports"
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
+    # For load balancers: no login, no patient data, no AWS call.
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("browse/", browse.browse, name="browse"),
     # /scans/
     path("scans/", scans.scan_list, name="scan_list"),
@@ -40,9 +53,9 @@ urlpatterns = [
         name="draft_refresh_index",
     ),
     path("drafts/<int:pk>/delete/", drafts.draft_delete, name="draft_delete"),
-    path("drafts/<int:pk>/preview/", drafts.draft_preview, name="draft_preview"),
-    path("drafts/<int:pk>/reveal/", drafts.draft_reveal, name="draft_reveal"),
-    path("drafts/<int:pk>/confirm/", drafts.draft_confirm, name="draft_confirm"),
+    path("drafts/<int:pk>/preview/", review.draft_preview, name="draft_preview"),
+    path("drafts/<int:pk>/reveal/", review.draft_reveal, name="draft_reveal"),
+    path("drafts/<int:pk>/confirm/", review.draft_confirm, name="draft_confirm"),
     # /jobs/
     path("jobs/", jobs.job_list, name="job_list"),
     path(

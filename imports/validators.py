@@ -12,7 +12,14 @@ import re
 from django.core.exceptions import ValidationError
 
 DATASTORE_ID_RE = re.compile(r"[0-9a-z]{32}")
-ROLE_ARN_RE = re.compile(r"arn:aws(-[^:]+)?:iam::[0-9]{12}:role/.+")
+# IAM's own rules (IAM API reference, CreateRole): a role name is 1-64 of letters, digits and "+=,.@_-";
+# a path is "/" or "/segments/". IAM allows any printable ASCII in a path; segments are held to the
+# name's characters here, because "<", ">" or quotes in an ARN are a typing mistake or an attack, never
+# a role an administrator made.
+ROLE_NAME_CHARACTERS = "letters, digits and + = , . @ _ -"
+ROLE_ARN_RE = re.compile(
+    r"arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/([A-Za-z0-9+=,.@_-]+/)*[A-Za-z0-9+=,.@_-]{1,64}"
+)
 S3_URI_RE = re.compile(r"s3://[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9](/.*)?")
 # The rest of S3's general purpose bucket naming rules, which the service model's pattern leaves out
 # (docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html). A name that breaks them
@@ -61,10 +68,11 @@ def validate_role_arn(value: str) -> None:
     if not ROLE_ARN_RE.fullmatch(value):
         raise ValidationError(
             "“%(value)s” is not an IAM role ARN: expected "
-            "arn:aws:iam::<12-digit account>:role/<role name>, for example "
+            "arn:aws:iam::<12-digit account>:role/<optional path/><role name>, where the role name is "
+            "1-64 of %(characters)s, for example "
             "arn:aws:iam::123456789012:role/HealthImagingImportRole.",
             code="invalid_role_arn",
-            params={"value": value},
+            params={"value": value, "characters": ROLE_NAME_CHARACTERS},
         )
 
 

@@ -188,16 +188,15 @@ class HealthImaging:
         operation, path_params = found
         extra: dict[str, Any] = {}
         try:
+            body = _read_body(environ)
+            # Logged before a fault can refuse the call, so a test can prove that retries reuse the token.
+            extra["clientToken"] = _client_token(body)
             injected = self.faults.error_for("medical-imaging", operation)
             if injected is not None:
                 code, message = injected
                 raise ServiceError(code, message or f"Injected {code} for {operation}")
             query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-            params = model.parse_request(
-                operation, path_params, query, _read_body(environ)
-            )
-            if operation == "StartDICOMImportJob":
-                extra["clientToken"] = params.get("clientToken")
+            params = model.parse_request(operation, path_params, query, body)
             result = getattr(self, _method_name(operation))(params)
             model.check_output(operation, result)
         except ServiceError as exc:
@@ -690,6 +689,16 @@ def _method_name(operation: str) -> str:
         "GetDICOMImportJob": "get_dicom_import_job",
         "ListDICOMImportJobs": "list_dicom_import_jobs",
     }[operation]
+
+
+def _client_token(body: bytes) -> str | None:
+    """The clientToken a request body carries, if it is a JSON object with a text token (None otherwise)."""
+    try:
+        decoded = json.loads(body) if body else None
+    except ValueError:
+        return None
+    token = decoded.get("clientToken") if isinstance(decoded, dict) else None
+    return token if isinstance(token, str) else None
 
 
 def _read_body(environ: WSGIEnviron) -> bytes:

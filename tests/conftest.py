@@ -22,8 +22,10 @@ from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.test import Client
 
-from imports import aws
+from config.celery import app as celery_app
+from imports.aws import client as aws
 from imports.models import Datastore
+from imports.models.datastores import MAX_START_JOBS_PER_SECOND
 from imports.roles import ADMINISTRATOR, OPERATOR, VIEWER, sync_role_groups
 from localaws.server import LocalAWS
 
@@ -100,6 +102,8 @@ def datastore(db: None) -> Datastore:
         role_arn="arn:aws:iam::123456789012:role/HealthImagingImportRole",
         input_s3_uri="s3://dicom-input/incoming/",
         output_s3_uri="s3://dicom-output/results/",
+        # The fastest rate a datastore may have, so that tests of other rules wait 25 ms for a submission slot.
+        start_jobs_per_second=MAX_START_JOBS_PER_SECOND,
     )
 
 
@@ -193,6 +197,31 @@ def celery_worker_process(
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+@pytest.fixture
+def sent_tasks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """What imports.enqueue hands the broker, as (task name, row id), instead of sending it."""
+    sent: list[tuple[str, int]] = []
+
+    def record(name: str, args: tuple[int]) -> None:
+        sent.append((name, *args))
+
+    monkeypatch.setattr(celery_app, "send_task", record)
+    return sent
+
+
+@pytest.fixture
+def broker_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every message sent fails as kombu fails when Redis refuses the connection."""
+    from kombu.exceptions import OperationalError
+
+    def refuse(name: str, args: tuple[int]) -> None:
+        raise OperationalError(
+            "Error 111 connecting to 127.0.0.1:6379. Connection refused."
+        )
+
+    monkeypatch.setattr(celery_app, "send_task", refuse)
 
 
 def wait_for(

@@ -4,7 +4,7 @@
 2. The actor link loses its ON DELETE SET NULL and its database constraint: deleting a user must not
    UPDATE audit rows (the username is copied into each event anyway).
 3. The events already there are chained, in id order, before
-4. the triggers that refuse UPDATE and DELETE are installed (imports/auditguard.py).
+4. the triggers that refuse UPDATE and DELETE are installed (imports/audit/guard.py).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
-from imports.auditchain import GENESIS, HASHED_FIELDS, canonical_json_value, event_hash
-from imports.auditguard import guards_install, guards_remove
+from imports.audit.chain import GENESIS, HASHED_FIELDS, canonical_json_value, event_hash
+from imports.audit.guard import guards_install, guards_remove
 
 
 def chain_existing_events(apps: Any, schema_editor: Any) -> None:

@@ -12,6 +12,7 @@ from imports.models.datastores import (
 )
 from imports.models.drafts import DraftMapping, ImportDraft
 from imports.models.jobs import ImportJob, ImportJobResult, RateLimit
+from imports.models.operations import Heartbeat
 from imports.models.scans import (
     ObjectHeader,
     ObjectHeaderQuerySet,
@@ -31,6 +32,7 @@ __all__ = [
     "AuditEvent",
     "AuditEventQuerySet",
     "Datastore",
+    "Heartbeat",
     "DraftMapping",
     "ImportDraft",
     "ImportJob",

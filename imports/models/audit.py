@@ -1,4 +1,4 @@
-"""The audit trail: append-only, hash-chained events (imports.audit writes them)."""
+"""The audit trail: append-only, hash-chained events (imports.audit.records writes them)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class AppendOnlyError(Exception):
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
     """Refuses every bulk path around `AuditEvent.save()`: the trail is append-only.
 
-    The database refuses UPDATE and DELETE too (triggers, imports/auditguard.py); this layer gives
+    The database refuses UPDATE and DELETE too (triggers, imports/audit/guard.py); this layer gives
     the clearer error first. `bulk_create` is refused as well: it would skip the hash chain.
     """
 
@@ -34,7 +34,7 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
 
     def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[AuditEvent]:
         raise AppendOnlyError(
-            "Audit events are written one at a time by imports.audit.audit_record, "
+            "Audit events are written one at a time by imports.audit.records.audit_record, "
             "which chains each to the one before."
         )
 
@@ -43,7 +43,7 @@ class AuditEvent(models.Model):
     """One line of the audit trail: who did what, to what, when, from where. Never edited, never deleted.
 
     Each event carries the SHA-256 of its content chained to the previous event's hash
-    (imports/auditchain.py), so an edit made around every guard is found by `manage.py verify_audit`.
+    (imports/audit/chain.py), so an edit made around every guard is found by `manage.py verify_audit`.
     """
 
     class Action(models.TextChoices):
@@ -68,6 +68,7 @@ class AuditEvent(models.Model):
         JOB_STATUS_CHANGED = "job.status_changed", "Import job status changed"
         JOB_DISCOVERED = "job.discovered", "External import job found"
         JOB_DRAFTED = "job.drafted", "Draft made from an import job"
+        JOB_ADOPTED = "job.adopted", "External import job adopted by its dashboard job"
         METADATA_WRITTEN = "metadata.written", "Metadata file written"
         EXPORTED = "data.exported", "Data exported"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
@@ -13,6 +14,22 @@ DEFAULT_FILES_PER_JOB = 5000
 MAX_BYTES_PER_JOB = 10 * GB
 # "Maximum concurrent import jobs per data store" (L-23763099): 100 by default (20 in ap-southeast-2).
 DEFAULT_CONCURRENT_JOBS = 100
+# StartDICOMImportJob's throttling rate. Two copies of AWS's throttling page disagree: the older lists 1 call per
+# second (burst 2), a newer one 40 per second (burst 80). 1 is the safe default; raise it when the account's quota
+# allows. AWS counts the calls per account and region, so datastores of one account in one region share that rate.
+DEFAULT_START_JOBS_PER_SECOND = 1.0
+MIN_START_JOBS_PER_SECOND = 0.1
+MAX_START_JOBS_PER_SECOND = 40.0
+
+
+def validate_start_jobs_per_second(value: float) -> None:
+    # One comparison that NaN also fails (MinValueValidator and MaxValueValidator would both let NaN through).
+    if not MIN_START_JOBS_PER_SECOND <= value <= MAX_START_JOBS_PER_SECOND:
+        raise ValidationError(
+            "Enter a rate between 0.1 and 40 submissions per second. AWS's older throttling page lists "
+            "StartDICOMImportJob at 1 per second (burst 2), a newer one at 40 per second (burst 80).",
+            code="start_rate",
+        )
 
 
 class Datastore(models.Model):
@@ -81,6 +98,14 @@ class Datastore(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(10_000)],
         help_text="Service quota “Maximum concurrent import jobs per data store” (default 100, 20 in "
         "ap-southeast-2; adjustable). Jobs past it wait in the dashboard's queue.",
+    )
+    start_jobs_per_second = models.FloatField(
+        "job submissions per second",
+        default=DEFAULT_START_JOBS_PER_SECOND,
+        validators=[validate_start_jobs_per_second],
+        help_text="StartDICOMImportJob calls the dashboard makes into this datastore per second, across all "
+        "workers: 0.1 to 40 (default 1). AWS's older throttling page lists 1 per second (burst 2), a newer "
+        "one 40 (burst 80); AWS counts them per account and region, so datastores sharing an account share it.",
     )
     enabled = models.BooleanField(
         default=True, help_text="Disabled datastores are hidden from operators."

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 
 from imports import validators
+from imports.dicom.uids import SERVICE_UID_MAX_LENGTH
 from imports.models.datastores import Datastore
 from imports.models.scans import Scan
 
@@ -54,6 +55,9 @@ class ImportDraft(models.Model):
     version = models.PositiveIntegerField(default=1)
     # sha256 over the mappings and the ETags of the files they name (drafts.draft_content_hash).
     content_hash = models.CharField(max_length=64, blank=True)
+    # Set once, by the confirmation that made this draft's job: from then on the draft is frozen (every
+    # change is refused) and a second confirmation, from any tab, answers with that job.
+    confirmed_at = models.DateTimeField(null=True, blank=True)
     # The last validation's verdict, for the Drafts list.
     error_count = models.PositiveIntegerField(default=0)
     warning_count = models.PositiveIntegerField(default=0)
@@ -73,9 +77,12 @@ class DraftMapping(models.Model):
     draft = models.ForeignKey(
         ImportDraft, on_delete=models.CASCADE, related_name="mappings"
     )
-    study_instance_uid = models.CharField(max_length=64)
+    # As long as StartDICOMImportJob takes (the validator refuses longer UIDs before they are stored).
+    study_instance_uid = models.CharField(max_length=SERVICE_UID_MAX_LENGTH)
     # Empty for a study-level mapping.
-    series_instance_uid = models.CharField(max_length=64, blank=True)
+    series_instance_uid = models.CharField(
+        max_length=SERVICE_UID_MAX_LENGTH, blank=True
+    )
     # Relative to the draft's input URI, exactly as sent to HealthImaging.
     metadata_file_path = models.CharField(max_length=1024)
     # The version of the file the user mapped; a different ETag at validation means the file changed.

@@ -90,6 +90,11 @@ class ImportJob(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     # After a transient error: not to be tried again before then (exponential backoff).
     retry_at = models.DateTimeField(null=True, blank=True)
+    # The first submission attempt: transient errors are retried for JOB_SUBMIT_PATIENCE_S from then.
+    first_attempt_at = models.DateTimeField(null=True, blank=True)
+    # An attempt was sent but not answered (read timeout, connection lost): AWS may hold the job, so
+    # the submission never ends as "not submitted" without asking ListDICOMImportJobs first.
+    outcome_unknown = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -206,7 +211,7 @@ class ImportJobResult(models.Model):
 
 
 class RateLimit(models.Model):
-    """The database's rate limiter (imports.limiter), when there is no Redis: the next free slot per name."""
+    """The database's rate limiter (imports.jobs.limiter), when there is no Redis: the next free slot per name."""
 
     name = models.CharField(max_length=64, primary_key=True)
     next_at = models.DateTimeField()

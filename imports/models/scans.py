@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from imports.dicom.uids import IMPORT_UID_MAX_LENGTH
 from imports.models.datastores import (
     DEFAULT_FILES_PER_JOB,
     MAX_BYTES_PER_JOB,
@@ -49,9 +50,10 @@ class ObjectHeader(models.Model):
     # DICOM attributes (empty for other kinds). Patient attributes are PHI: shown masked by default.
     transfer_syntax_uid = models.CharField(max_length=64, blank=True)
     sop_class_uid = models.CharField(max_length=64, blank=True)
-    sop_instance_uid = models.CharField(max_length=64, blank=True)
-    study_instance_uid = models.CharField(max_length=64, blank=True)
-    series_instance_uid = models.CharField(max_length=64, blank=True)
+    # Real archives hold instance UIDs longer than DICOM's 64 characters, and HealthImaging imports up to 256.
+    sop_instance_uid = models.CharField(max_length=IMPORT_UID_MAX_LENGTH, blank=True)
+    study_instance_uid = models.CharField(max_length=IMPORT_UID_MAX_LENGTH, blank=True)
+    series_instance_uid = models.CharField(max_length=IMPORT_UID_MAX_LENGTH, blank=True)
     patient_name = models.CharField(max_length=324, blank=True)
     patient_id = models.CharField(max_length=64, blank=True)
     study_date = models.CharField(max_length=18, blank=True)
@@ -133,7 +135,8 @@ class Scan(models.Model):
     folders = models.PositiveIntegerField(default=0)
     requests = models.PositiveIntegerField(default=0)
     bytes_read = models.PositiveBigIntegerField(default=0)
-    # Limits at the time of the scan (the datastore's quotas, or the AWS defaults).
+    # Limits at the time of the scan (the datastore's quotas, or the AWS defaults). What counts is read
+    # live through `file_limit` and `byte_limit`; these stay for a scan without a datastore.
     max_files = models.PositiveIntegerField(default=DEFAULT_FILES_PER_JOB)
     max_bytes = models.PositiveBigIntegerField(default=MAX_BYTES_PER_JOB)
     started_by = models.ForeignKey(
@@ -187,6 +190,17 @@ class Scan(models.Model):
         return f"s3://{self.bucket}/{self.prefix}"
 
     @property
+    def file_limit(self) -> int:
+        """Files one import job may take: the datastore's quota as it is now (raising it in the admin
+        counts at once, no rescan), or the limit recorded at scan time for a scan without a datastore."""
+        return self.datastore.max_files_per_job if self.datastore else self.max_files
+
+    @property
+    def byte_limit(self) -> int:
+        """Bytes one import job may take, read live from the datastore like `file_limit`."""
+        return self.datastore.max_bytes_per_job if self.datastore else self.max_bytes
+
+    @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
 
@@ -227,7 +241,7 @@ class ScanStudy(models.Model):
     """A study in a completed scan, with the values its instances agree on (or not)."""
 
     scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="studies")
-    study_instance_uid = models.CharField(max_length=64)
+    study_instance_uid = models.CharField(max_length=IMPORT_UID_MAX_LENGTH)
     patient_name = models.CharField(max_length=324, blank=True)
     patient_id = models.CharField(max_length=64, blank=True)
     study_date = models.CharField(max_length=18, blank=True)
@@ -256,7 +270,7 @@ class ScanSeries(models.Model):
     study = models.ForeignKey(
         ScanStudy, on_delete=models.CASCADE, related_name="series"
     )
-    series_instance_uid = models.CharField(max_length=64)
+    series_instance_uid = models.CharField(max_length=IMPORT_UID_MAX_LENGTH)
     modality = models.CharField(max_length=16, blank=True)
     series_number = models.IntegerField(null=True, blank=True)
     series_description = models.CharField(max_length=256, blank=True)

@@ -6,6 +6,13 @@ version (bucket, key, ETag) in ObjectHeader, so a rescan of an unchanged prefix 
 study/series index is written in one transaction together with the final status, so a failed or
 cancelled scan never leaves half an index behind.
 
-Modules by concern: `control` starts, cancels and recovers scans; `run` is the read pipeline the
-task runs; `reader` reads one object (in the pool, no database); `index` builds studies and series.
+Modules by concern:
+- `browse`: one folder page at a time, each object with its kind, and what to say when S3 refuses.
+- `control`: starting, cancelling and recovering scans (stalled, or never delivered to a worker).
+- `run`: claiming a scan, listing the prefix, and ending the scan with its index.
+- `pipeline`: the read pool, the ETag cache, retries and the breaker.
+- `reader`: reading one object (in the pool, no database).
+- `index`: building the study and series index.
+- `lookup`: the scan a draft is composed against.
+- `tally`: the words for what a scan found.
 """

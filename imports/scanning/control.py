@@ -10,7 +10,8 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from imports.audit import Actor, audit_record
+from imports.audit.records import Actor, audit_record
+from imports.enqueue import SCAN_PREFIX, enqueue_task
 from imports.models import (
     DEFAULT_FILES_PER_JOB,
     MAX_BYTES_PER_JOB,
@@ -18,7 +19,6 @@ from imports.models import (
     Datastore,
     Scan,
 )
-from imports.tasks import scan_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +67,9 @@ def scan_start(
                 + (" from the command line" if origin == Scan.Origin.CLI else ""),
             )
             if enqueue:
-                # celery-types does not know DjangoTask, which Celery's Django fixup installs.
-                scan_prefix.delay_on_commit(scan.pk)  # type: ignore[attr-defined]
+                # With the broker down the scan stays QUEUED ("waiting for a worker") and beat sends
+                # it again (scans_recover_stalled).
+                enqueue_task(SCAN_PREFIX, scan.pk)
     except IntegrityError:
         return Scan.objects.get(
             bucket=bucket, prefix=prefix, status__in=Scan.ACTIVE
@@ -122,14 +123,15 @@ def scan_read_rest(*, scan: Scan, actor: Actor, enqueue: bool = True) -> bool:
                 summary=f"Started reading the rest of the scan of {scan.uri}",
             )
             if enqueue:
-                scan_prefix.delay_on_commit(scan.pk)  # type: ignore[attr-defined]
+                enqueue_task(SCAN_PREFIX, scan.pk)
     except IntegrityError:
         return False
     return True
 
 
 def scans_recover_stalled() -> list[int]:
-    """Requeue running scans whose worker died (no heartbeat for SCAN_STALL_TIMEOUT_S); run by beat.
+    """Requeue running scans whose worker died (no heartbeat for SCAN_STALL_TIMEOUT_S), and queued
+    scans whose message was never delivered (older than SCAN_QUEUED_REQUEUE_S); run by beat.
 
     A worker killed mid-scan leaves its scan RUNNING, and the redelivered message cannot claim it
     again; without this the prefix could never be scanned again. Objects already read are in the
@@ -159,8 +161,19 @@ def scans_recover_stalled() -> list[int]:
             if Scan.objects.filter(
                 pk=scan.pk, status=Scan.Status.RUNNING, heartbeat_at__lt=cutoff
             ).update(status=Scan.Status.QUEUED):
-                scan_prefix.delay_on_commit(scan.pk)  # type: ignore[attr-defined]
+                enqueue_task(SCAN_PREFIX, scan.pk)
                 requeued.append(scan.pk)
+    # A scan whose message never reached the broker (it was down when the scan started) is still
+    # QUEUED: send it again. A message that did arrive and is merely waiting for a free worker gets a
+    # twin that does nothing, since scan_run claims QUEUED → RUNNING with a conditional UPDATE.
+    undelivered = Scan.objects.filter(
+        status=Scan.Status.QUEUED,
+        created_at__lt=timezone.now()
+        - timedelta(seconds=settings.SCAN_QUEUED_REQUEUE_S),
+    ).values_list("pk", flat=True)
+    for pk in undelivered:
+        enqueue_task(SCAN_PREFIX, pk)
+        requeued.append(pk)
     if requeued:
-        logger.warning("Requeued stalled scans %s", requeued)
+        logger.warning("Requeued stalled or undelivered scans %s", requeued)
     return requeued

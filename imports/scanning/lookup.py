@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from django.conf import settings
+from django.db.models import Q
 
-from imports import aws
-from imports.audit import Actor
-from imports.mappings import MetadataFile, PrefixIndex
+from imports.audit.records import Actor
+from imports.aws import client as aws
+from imports.dicom.patient import ValueMask
+from imports.mappings.rules import MetadataFile, PrefixIndex
 from imports.models import Datastore, ObjectHeader, Scan, ScanSeries, ScanStudy
 from imports.scanning import control
 
@@ -73,11 +75,36 @@ def scan_is_current(*, scan: Scan) -> bool:
     return listed == scanned
 
 
+# --- Patient values in keys ------------------------------------------------------------------
+
+
+def patient_mask(*, bucket: str, prefix: str) -> ValueMask:
+    """The patient names and IDs (every spelling) that scans of this prefix, of a folder under it or of a
+    folder above it found, as a mask for keys and messages. One query over studies, not objects."""
+    parts = prefix.split("/")[:-1]
+    above = ["/".join(parts[:n]) + "/" if n else "" for n in range(len(parts))]
+    studies = ScanStudy.objects.filter(scan__bucket=bucket).filter(
+        Q(scan__prefix__startswith=prefix) | Q(scan__prefix__in=above)
+    )
+    values: list[str] = []
+    for name, patient_id, variants in studies.values_list(
+        "patient_name", "patient_id", "variants"
+    ):
+        values += [name, patient_id]
+        for attribute in ("PatientName", "PatientID"):
+            values += [str(v) for v in (variants or {}).get(attribute, []) if v]
+    return ValueMask(values)
+
+
 # --- The index, as validation sees it ------------------------------------------------------
 
 
-def prefix_index(*, scan: Scan) -> PrefixIndex:
-    """What a completed scan knows, in the shape the validation rules take. Three queries."""
+def prefix_index(*, scan: Scan, datastore: Datastore | None = None) -> PrefixIndex:
+    """What a completed scan knows, in the shape the validation rules take. Three queries.
+
+    The job limits are those of `datastore` (the draft's) as they are now, else the scan's own
+    (`Scan.file_limit`): a quota raised in the admin counts without a rescan.
+    """
     studies: dict[str, set[str]] = {}
     for study_uid in ScanStudy.objects.filter(scan=scan).values_list(
         "study_instance_uid", flat=True
@@ -111,8 +138,8 @@ def prefix_index(*, scan: Scan) -> PrefixIndex:
         file_count=scan.objects_listed,
         total_bytes=scan.bytes_total,
         folder_count=scan.folders,
-        max_files=scan.max_files,
-        max_bytes=scan.max_bytes,
+        max_files=datastore.max_files_per_job if datastore else scan.file_limit,
+        max_bytes=datastore.max_bytes_per_job if datastore else scan.byte_limit,
         max_folders=Scan.MAX_FOLDERS,
         json_max_bytes=settings.SCAN_JSON_MAX_BYTES,
     )

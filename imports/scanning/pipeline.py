@@ -23,7 +23,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from imports import aws
+from imports.aws import client as aws
 from imports.models import ObjectHeader, Scan, ScanObject, ScanUnread
 from imports.scanning.reader import FirstReadSizes, TransientFailure, read_object
 

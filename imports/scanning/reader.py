@@ -13,11 +13,14 @@ from collections import deque
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db.models import CharField
 
-from imports import aws
-from imports.dicom import HeaderRead, sniff_kind
-from imports.dicomfast import read_header_fast
-from imports.dicomjson import validate_dicom_json
+from imports.aws import client as aws
+from imports.dicom.fast import read_header_fast
+from imports.dicom.header_read import HeaderRead
+from imports.dicom.json_model import validate_dicom_json
+from imports.dicom.sniff import sniff_kind
+from imports.dicom.uids import IMPORT_UID_MAX_LENGTH
 from imports.models import ObjectHeader
 from imports.phi_logging import phi_remember
 
@@ -182,6 +185,15 @@ def _read(
     return header
 
 
+_UID_ATTRIBUTES = (
+    ("transfer_syntax_uid", "TransferSyntaxUID"),
+    ("sop_class_uid", "SOPClassUID"),
+    ("sop_instance_uid", "SOPInstanceUID"),
+    ("study_instance_uid", "StudyInstanceUID"),
+    ("series_instance_uid", "SeriesInstanceUID"),
+)
+
+
 def _apply_header(header: ObjectHeader, result: HeaderRead, name_kind: str) -> None:
     header.requests = result.requests
     header.bytes_read = result.bytes_read
@@ -216,11 +228,22 @@ def _apply_header(header: ObjectHeader, result: HeaderRead, name_kind: str) -> N
         header.error = (
             f"Missing {', '.join(missing)}: HealthImaging rejects files without it."
         )
-    header.transfer_syntax_uid = result.transfer_syntax_uid or ""
-    header.sop_class_uid = result.sop_class_uid or ""
-    header.sop_instance_uid = result.sop_instance_uid or ""
-    header.study_instance_uid = result.study_instance_uid or ""
-    header.series_instance_uid = result.series_instance_uid or ""
+    for attname, keyword in _UID_ATTRIBUTES:
+        value = getattr(result, attname) or ""
+        field = ObjectHeader._meta.get_field(attname)
+        assert isinstance(field, CharField)
+        limit = field.max_length or 0
+        if len(value) > limit:
+            # A UID HealthImaging cannot import is the file's reason, never a row too long for its column.
+            if header.status == ObjectHeader.Status.OK:
+                header.status = ObjectHeader.Status.UNREADABLE
+                header.error = f"{keyword} is {len(value):,} characters long; " + (
+                    f"HealthImaging imports at most {limit}."
+                    if limit == IMPORT_UID_MAX_LENGTH
+                    else f"a registered UID has at most {limit}."
+                )
+            value = ""
+        setattr(header, attname, value)
     header.patient_name = result.patient_name or ""
     header.patient_id = result.patient_id or ""
     # From now on this process's logs redact them wherever they appear (a key named after the patient).

@@ -24,9 +24,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from imports import aws
-from imports.browsing import s3_problem
+from imports.aws import client as aws
 from imports.models import Scan, ScanUnread
+from imports.scanning.browse import s3_problem
 from imports.scanning.index import index_build
 from imports.scanning.pipeline import (
     ListingGaveUp,

@@ -7,6 +7,8 @@ from django import template
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from imports.dicom.patient import ValueMask, mask_value
+from imports.dicom.uids import uid_problem
 from imports.units import bytes_format
 
 register = template.Library()
@@ -38,21 +40,20 @@ def key_wrap(value: str | None) -> SafeString:
 
 @register.filter
 def mask(value: str | None) -> str:
-    """Mask a patient name or ID, keeping the first letter of each word: "DOE^JOHN" -> "D*** J***".
+    """Mask a patient name or ID, keeping the first letter of each word: "DOE^JOHN" -> "D*** J***"."""
+    return mask_value(value)
 
-    >>> mask("DOE^JOHN")
-    'D*** J***'
-    >>> mask("PAT-0042")
-    'P***'
-    >>> mask("")
-    ''
-    """
-    # Only the alphabetic group of a PN: one ideographic character is much of a name.
-    alphabetic = (value or "").split("=")[0]
-    words = [w for w in re.split(r"[\\^\s]+", alphabetic) if w]
-    if not words:
-        return "***" if (value or "").strip("=^ ") else ""
-    return " ".join(f"{w[0]}***" for w in words)
+
+@register.filter
+def masked(value: str | None, key_mask: ValueMask | None) -> str:
+    """A key or message with the patient values of `key_mask` masked (imports.views.common.key_mask)."""
+    return key_mask(value) if key_mask else (value or "")
+
+
+@register.filter
+def is_uid(value: str | None) -> bool:
+    """Whether a value a file names as a UID is one: a value that is not may be anything, a name included."""
+    return uid_problem(value or "") is None
 
 
 @register.filter

@@ -13,32 +13,19 @@ from django.shortcuts import render
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET
 
-from imports import audit
-from imports.auditchain import canonical_time
+from imports.audit import records as audit
+from imports.audit.chain import RECORDED_FIELDS, canonical_time
 from imports.forms import AuditFilterForm
 from imports.models import AuditEvent
 from imports.views.common import (
     HtmxHttpRequest,
     csv_response,
     filters_query,
+    page_number,
     permission_required,
 )
 
-AUDIT_EXPORT_FIELDS = [
-    "id",
-    "created_at",
-    "actor_id",
-    "actor_username",
-    "action",
-    "target_type",
-    "target_id",
-    "summary",
-    "details",
-    "ip",
-    "user_agent",
-    "previous_hash",
-    "hash",
-]
+AUDIT_EXPORT_FIELDS = list(RECORDED_FIELDS)
 # Rows fetched per round trip (a server-side cursor on PostgreSQL): memory stays flat however
 # many events are exported.
 EXPORT_CHUNK = 2000
@@ -49,7 +36,7 @@ EXPORT_CHUNK = 2000
 def audit_list(request: HtmxHttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET)
     events = form.filter(AuditEvent.objects.all())
-    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    page = Paginator(events, 50).get_page(page_number(request))
     # A history restore (Back to a page htmx no longer caches) replaces the whole body: the whole page.
     fragment = bool(request.htmx) and not request.htmx.history_restore_request
     response = render(

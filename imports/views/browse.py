@@ -9,12 +9,13 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from imports import aws, browsing
 from imports.forms import BrowseForm
 from imports.models import Datastore, Scan
+from imports.scanning import browse as browsing
 from imports.views.common import (
     HtmxHttpRequest,
     default_region,
+    page_number,
     permission_required,
     render_page,
 )
@@ -38,7 +39,7 @@ def browse(request: HtmxHttpRequest) -> HttpResponse:
     if form.is_valid():
         datastore: Datastore | None = form.cleaned_data["datastore"]
         region = datastore.region if datastore else default_region()
-        page_number, token = _page_token(request, form.cleaned_data["uri"])
+        page, token = _page_token(request, form.cleaned_data["uri"])
         try:
             listing = browsing.s3_browse(
                 region=region,
@@ -46,20 +47,18 @@ def browse(request: HtmxHttpRequest) -> HttpResponse:
                 prefix=form.cleaned_data["prefix"],
                 token=token,
             )
-        except aws.AwsError as error:
-            context["listing_error"] = browsing.s3_problem(
-                uri=form.cleaned_data["uri"], error=error, needs="s3:ListBucket"
-            )
+        except browsing.ListingRefused as refusal:
+            context["listing_error"] = str(refusal)
         else:
             _remember_token(
-                request, form.cleaned_data["uri"], page_number + 1, listing.next_token
+                request, form.cleaned_data["uri"], page + 1, listing.next_token
             )
             here = form.cleaned_data["uri"]
             # Show where we are in the URI field, so that it can be edited from there.
             form.data = {**data.dict(), "uri": here}
             context.update(
                 listing=listing,
-                page_number=page_number,
+                page_number=page,
                 breadcrumbs=[
                     (name, _browse_href(datastore, uri))
                     for name, uri in _breadcrumbs(listing.bucket, listing.prefix)
@@ -68,10 +67,10 @@ def browse(request: HtmxHttpRequest) -> HttpResponse:
                     (name, _browse_href(datastore, f"s3://{listing.bucket}/{folder}"))
                     for folder, name in listing.folders
                 ],
-                previous_href=_browse_href(datastore, here, page_number - 1)
-                if page_number > 1
+                previous_href=_browse_href(datastore, here, page - 1)
+                if page > 1
                 else None,
-                next_href=_browse_href(datastore, here, page_number + 1)
+                next_href=_browse_href(datastore, here, page + 1)
                 if listing.next_token
                 else None,
                 datastore=datastore,
@@ -104,19 +103,16 @@ def _page_token(request: HttpRequest, uri: str) -> tuple[int, str | None]:
     S3 pages only forward; to go back, the dashboard keeps the tokens it has handed out, for the
     folder being browsed only. A shared link to page 5 whose token this session never saw opens page 1.
     """
-    try:
-        page_number = max(1, int(request.GET.get("page", "1")))
-    except ValueError:
-        page_number = 1
+    page = page_number(request)
     remembered = request.session.get(BROWSE_TOKENS_SESSION_KEY, {})
     token = (
-        remembered.get("tokens", {}).get(str(page_number))
+        remembered.get("tokens", {}).get(str(page))
         if remembered.get("uri") == uri
         else None
     )
-    if page_number > 1 and token is None:
+    if page > 1 and token is None:
         return 1, None
-    return page_number, token
+    return page, token
 
 
 def _remember_token(

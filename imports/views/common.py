@@ -8,15 +8,19 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.utils.cache import patch_vary_headers
 from django_htmx.middleware import HtmxDetails
 
-from imports.mappingcsv import FORMULA_STARTS
+from imports.dicom.patient import ValueMask
+from imports.forms import BoundedIntegerField
+from imports.mappings.csvfile import FORMULA_STARTS
 from imports.models import ImportJob, Scan
+from imports.scanning.lookup import patient_mask
+from imports.validators import split_s3_uri
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -26,6 +30,15 @@ class HtmxHttpRequest(HttpRequest):
 
 
 View = TypeVar("View", bound=Callable[..., HttpResponseBase])
+
+# How an htmx form hears "no": a change refused for what was sent answers REFUSED with the form's own fragment
+# (the reasons next to the fields, the values as typed); one refused because the draft or file changed since the
+# page was loaded answers CONFLICT with the newer state. htmx 2 swaps no 4xx by default: base.html's htmx-config
+# swaps these two into the request's target like a 200, and django-htmx's DEBUG handler, which replaces the
+# page for a 400, 403, 404 or 500, leaves them alone. A plain 400 stays what it was: a request the page did not
+# send as it is (a missing field, too many rows), not a refusal to show in place.
+REFUSED = 422
+CONFLICT = 409
 
 
 def permission_required(permission: str) -> Callable[[View], View]:
@@ -81,6 +94,20 @@ def filters_query(request: HttpRequest) -> str:
     return query.urlencode()
 
 
+# Pages of a list: beyond the last one, the paginator shows the last.
+MAX_PAGE = 1_000_000
+_PAGE = BoundedIntegerField(required=False, max_value=MAX_PAGE)
+
+
+def page_number(request: HttpRequest, name: str = "page") -> int:
+    """The page a link asks for (?page=), cleaned by the bounded field; 1 when missing or malformed, since a
+    list never refuses its own links (an edited ?page=² opens the first page)."""
+    try:
+        return _PAGE.clean(request.GET.get(name)) or 1
+    except ValidationError:
+        return 1
+
+
 def get_scan_for_user(request: HttpRequest, pk: int) -> Scan:
     """The scan, for a user whose role may see scans.
 
@@ -132,7 +159,7 @@ def csv_cell(value: Any) -> Any:
 
     A text cell starting with a formula character gets a leading single quote, which spreadsheets
     treat as "this is text" and do not display. Quotes already in front of one are counted too, so
-    that the mappings CSV reader can undo exactly one (imports.mappingcsv.csv_unguard) and a path
+    that the mappings CSV reader can undo exactly one (imports.mappings.csvfile.csv_unguard) and a path
     survives export and re-import. Numbers are left alone (a negative size is a number).
     """
     if isinstance(value, str) and value.lstrip("'").startswith(FORMULA_STARTS):
@@ -154,3 +181,12 @@ def csv_response(
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+def key_mask(request: HttpRequest, uri: str) -> ValueMask:
+    """How keys under `uri` are shown to this user: with the patient names and IDs the scans found there masked
+    for those who may not reveal patient details (viewers), unchanged for the others."""
+    if not uri or request.user.has_perm("imports.reveal_phi"):
+        return ValueMask()
+    bucket, prefix = split_s3_uri(uri)
+    return patient_mask(bucket=bucket, prefix=prefix)

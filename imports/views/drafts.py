@@ -1,4 +1,4 @@
-"""Composing an import: start a draft, map files in the composer, preview the headers, confirm the request.
+"""Composing an import: start a draft and map files in the composer (preview and confirmation: views/review).
 
 Every change is a POST that carries the draft version the page showed. With htmx the answer is the composer
 fragment; without JavaScript, a redirect back to the page. A refused change answers the composer with the
@@ -7,8 +7,6 @@ reason, and saves nothing.
 
 from __future__ import annotations
 
-import json
-import uuid
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,31 +19,46 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
-from imports import audit, confirmation, drafts, jobdrafts, mappingcsv, preview
-from imports.composer import draft_composer
+from imports.audit import records as audit
+from imports.drafts import selectors as draft_selectors
+from imports.drafts import services as drafts
+from imports.drafts.composer import draft_composer
 from imports.forms import (
+    ComposerPagesForm,
     DraftAssignForm,
-    DraftConfirmForm,
     DraftCsvForm,
     DraftFilterForm,
+    DraftFromScanForm,
     DraftSettingsForm,
     DraftStartForm,
     DraftUnmapForm,
+    DraftVersionForm,
 )
+from imports.mappings import csvfile as mappingcsv
 from imports.models import ImportDraft, Scan, ScanSeries
 from imports.views.common import (
+    CONFLICT,
+    REFUSED,
     HtmxHttpRequest,
     csv_response,
     filters_query,
     get_scan_for_user,
+    page_number,
     permission_required,
 )
 
 REVEALED_SESSION_KEY = "revealed_drafts"
+# The composer form whose refusal is shown inside it, next to its fields, by the view that refused it.
+REFUSAL_PLACES = {
+    "draft_assign": "assign",
+    "draft_upload_csv": "csv",
+    "draft_settings": "settings",
+}
 EDIT_PERMISSION = "imports.import_to_datastore"
+REVEAL_PERMISSION = "imports.reveal_phi"
 
 
-def _get_draft_for_user(request: HttpRequest, pk: int) -> ImportDraft:
+def get_draft_for_user(request: HttpRequest, pk: int) -> ImportDraft:
     if not request.user.has_perm("imports.view_importdraft"):
         raise PermissionDenied("imports.view_importdraft")
     return get_object_or_404(
@@ -58,7 +71,7 @@ def _get_draft_for_user(request: HttpRequest, pk: int) -> ImportDraft:
 def draft_list(request: HtmxHttpRequest) -> HttpResponse:
     form = DraftFilterForm(request.GET)
     listed = (
-        drafts.drafts_listed(
+        draft_selectors.drafts_listed(
             owner=request.user if form.cleaned_data["mine"] else None,
             state=form.cleaned_data["state"],
             text=form.cleaned_data["q"],
@@ -66,7 +79,7 @@ def draft_list(request: HtmxHttpRequest) -> HttpResponse:
         if form.is_valid()
         else ImportDraft.objects.none().order_by("-updated_at")
     )
-    page = Paginator(listed, 25).get_page(request.GET.get("page"))
+    page = Paginator(listed, 25).get_page(page_number(request))
     return render(
         request,
         "imports/draft_list.html",
@@ -95,9 +108,17 @@ def draft_new(request: HttpRequest) -> HttpResponse:
             return redirect("imports:draft_detail", pk=draft.pk)
         return render(request, "imports/draft_new.html", {"form": form}, status=400)
     initial: dict[str, Any] = {}
-    scan_id = request.GET.get("scan", "")
-    if scan_id.isdigit():
-        scan = get_scan_for_user(request, int(scan_id))
+    start = DraftFromScanForm(request.GET)
+    if not start.is_valid():
+        notice = " ".join(f"Scan: {error}" for error in start.errors["scan"])
+        return render(
+            request,
+            "imports/draft_new.html",
+            {"form": DraftStartForm(), "notice": notice},
+            status=400,
+        )
+    if start.cleaned_data["scan"] is not None:
+        scan = get_scan_for_user(request, start.cleaned_data["scan"])
         if scan.datastore is not None:
             initial["datastore"] = scan.datastore
         initial["input_s3_uri"] = scan.uri
@@ -114,16 +135,27 @@ def draft_from_scan(request: HttpRequest, pk: int) -> HttpResponse:
     if scan.datastore is None:
         # The datastore decides the role and output: the user must choose one.
         return redirect(reverse("imports:draft_new") + f"?scan={scan.pk}")
-    draft = drafts.draft_start(
+    fix = {
+        name: request.POST.get(f"fix_{name}", "")[:64]
+        for name in ("study", "series", "attribute")
+    }
+    reused = (
+        draft_selectors.draft_open_for_scan(actor=request.user, scan=scan)
+        if fix["study"] and fix["attribute"]
+        else None
+    )
+    if reused is not None:
+        messages.info(
+            request,
+            f"Opened your draft {reused.pk} of this prefix: no job was made from it yet. "
+            "“New import from this scan” starts a fresh one.",
+        )
+    draft = reused or drafts.draft_start(
         actor=request.user,
         datastore=scan.datastore,
         input_s3_uri=scan.uri,
         output_s3_uri=scan.datastore.output_s3_uri,
     )
-    fix = {
-        name: request.POST.get(f"fix_{name}", "")[:64]
-        for name in ("study", "series", "attribute")
-    }
     if fix["study"] and fix["attribute"]:
         # "Fix" on the scan page: the new draft's metadata editor, prefilled to unify the attribute.
         query = urlencode(
@@ -148,18 +180,25 @@ def _composer_response(
     settings_form: DraftSettingsForm | None = None,
 ) -> HttpResponse:
     # The pages shown, from the link (GET) or carried by the change's form (POST).
-    pages = request.POST if request.method == "POST" else request.GET
+    pages = composer_pages(request)
     composer = draft_composer(
         draft=draft,
-        studies_page=pages.get("studies_page", 1),
-        rows_page=pages.get("rows_page", 1),
+        studies_page=pages.get("studies_page") or 1,
+        rows_page=pages.get("rows_page") or 1,
     )
     context = {
         "draft": draft,
         "composer": composer,
-        "can_edit": request.user.has_perm(EDIT_PERMISSION),
+        "can_edit": request.user.has_perm(EDIT_PERMISSION) and not draft.confirmed_at,
+        "confirmed_job": draft.jobs.order_by("created_at", "pk").first()
+        if draft.confirmed_at
+        else None,
         "refusal": refusal,
         "refusal_problems": refusal_problems or [],
+        "refusal_place": _refusal_place(request, draft, status) if refusal else "",
+        # A refused change keeps what was typed and ticked in its form.
+        "submitted": request.POST if refusal else {},
+        "submitted_targets": request.POST.getlist("target") if refusal else [],
         "settings_form": settings_form
         or DraftSettingsForm(
             initial={
@@ -177,15 +216,29 @@ def _composer_response(
     return render(request, template, context, status=status)
 
 
+def _refusal_place(request: HttpRequest, draft: ImportDraft, status: int) -> str:
+    """Where the composer shows a refusal: in the form that was refused, or at the top.
+
+    A conflict is about the whole draft (the newer state is shown), and the forms exist only once the
+    scan has completed.
+    """
+    url_name = request.resolver_match.url_name if request.resolver_match else ""
+    if status == CONFLICT or draft.scan is None:
+        return "top"
+    if draft.scan.status != Scan.Status.COMPLETED:
+        return "top"
+    return REFUSAL_PLACES.get(url_name or "", "top")
+
+
 @require_GET
 def draft_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    return _composer_response(request, _get_draft_for_user(request, pk))
+    return _composer_response(request, get_draft_for_user(request, pk))
 
 
 @require_GET
 def draft_progress(request: HttpRequest, pk: int) -> HttpResponse:
     """The scan progress inside the composer, polled; once the scan has ended the page reloads with the tree."""
-    draft = _get_draft_for_user(request, pk)
+    draft = get_draft_for_user(request, pk)
     response = render(
         request, "imports/draft_detail.html#index-progress", {"draft": draft}
     )
@@ -203,13 +256,13 @@ def _changed(
         updated = change(draft=draft, actor=request.user, **kwargs)
     except drafts.DraftConflict as conflict:
         return _composer_response(
-            request, conflict.current, status=409, refusal=str(conflict)
+            request, conflict.current, status=CONFLICT, refusal=str(conflict)
         )
     except drafts.DraftRefused as refused:
         return _composer_response(
             request,
             draft,
-            status=400,
+            status=REFUSED,
             refusal=str(refused),
             refusal_problems=refused.problems,
         )
@@ -218,12 +271,19 @@ def _changed(
     return _back_to_composer(request, draft)
 
 
+def composer_pages(request: HttpRequest) -> dict[str, Any]:
+    """The pages shown, from the link (GET) or carried by the change's form (POST); the valid ones only."""
+    form = ComposerPagesForm(request.POST if request.method == "POST" else request.GET)
+    form.is_valid()
+    return {name: value for name, value in form.cleaned_data.items() if value}
+
+
 def _back_to_composer(request: HttpRequest, draft: ImportDraft) -> HttpResponse:
     """Without JavaScript: back to the composer, on the pages the change was made from."""
     pages = {
-        name: request.POST[name]
-        for name in ("studies_page", "rows_page")
-        if request.POST.get(name, "").isdigit()
+        name: value
+        for name, value in composer_pages(request).items()
+        if name in ("studies_page", "rows_page")
     }
     url = reverse("imports:draft_detail", kwargs={"pk": draft.pk})
     return redirect(url + (f"?{urlencode(pages)}" if pages else ""))
@@ -240,17 +300,21 @@ def _form_refused(
         for error in errors
         if name != "version"
     ]
-    if "version" in form.errors:
-        reasons.append("The page was incomplete (no draft version); reload it.")
+    for error in form.errors.get("version", []):
+        # The page sends the version it showed: a bad one means the page was incomplete or altered.
+        reasons.append(f"Draft version: {error} Reload the page.")
     return _composer_response(
-        request, draft, status=400, refusal=" ".join(reasons) + " Nothing was saved."
+        request,
+        draft,
+        status=REFUSED,
+        refusal=" ".join(reasons) + " Nothing was saved.",
     )
 
 
 def _editable_draft(request: HttpRequest, pk: int) -> ImportDraft:
     if not request.user.has_perm(EDIT_PERMISSION):
         raise PermissionDenied(EDIT_PERMISSION)
-    return _get_draft_for_user(request, pk)
+    return get_draft_for_user(request, pk)
 
 
 def _targets(draft: ImportDraft) -> list[str]:
@@ -300,14 +364,14 @@ def draft_unmap(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def draft_accept_suggestions(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     draft = _editable_draft(request, pk)
-    form = DraftUnmapForm(request.POST)  # only its version is used
-    if "version" in form.errors or not form.has_changed():
+    form = DraftVersionForm(request.POST)
+    if not form.is_valid():
         return _form_refused(request, draft, form)
     return _changed(
         request,
         draft,
         drafts.draft_accept_suggestions,
-        version=int(form.data["version"]),
+        version=form.cleaned_data["version"],
     )
 
 
@@ -336,7 +400,7 @@ def draft_settings(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         return _composer_response(
             request,
             draft,
-            status=400,
+            status=REFUSED,
             refusal="The settings were not saved: see the fields below.",
             settings_form=form,
         )
@@ -353,16 +417,16 @@ def draft_settings(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def draft_refresh_index(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     draft = _editable_draft(request, pk)
-    form = DraftUnmapForm(request.POST)
-    if "version" in form.errors:
+    form = DraftVersionForm(request.POST)
+    if not form.is_valid():
         return _form_refused(request, draft, form)
     try:
         draft = drafts.draft_refresh_index(
-            draft=draft, actor=request.user, version=int(form.data["version"])
+            draft=draft, actor=request.user, version=form.cleaned_data["version"]
         )
     except drafts.DraftConflict as conflict:
         return _composer_response(
-            request, conflict.current, status=409, refusal=str(conflict)
+            request, conflict.current, status=CONFLICT, refusal=str(conflict)
         )
     return redirect("imports:draft_detail", pk=draft.pk)
 
@@ -377,7 +441,7 @@ def draft_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 def draft_export(request: HttpRequest, pk: int) -> StreamingHttpResponse:
-    draft = _get_draft_for_user(request, pk)
+    draft = get_draft_for_user(request, pk)
     audit.export_record(
         actor=request.user,
         what=f"the mappings of import draft {draft.pk}",
@@ -389,143 +453,3 @@ def draft_export(request: HttpRequest, pk: int) -> StreamingHttpResponse:
         mappingcsv.CSV_COLUMNS,
         drafts.draft_csv_rows(draft=draft),
     )
-
-
-# --- Preview --------------------------------------------------------------------------------
-
-
-@require_GET
-def draft_preview(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    """One mapped series at a time: its header now, next to the header it will be imported with."""
-    draft = _get_draft_for_user(request, pk)
-    affected = _affected_series(draft)
-    chosen = request.GET.get("series", "")
-    series = next(
-        (s for s in affected if s.series_instance_uid == chosen),
-        affected[0] if affected else None,
-    )
-    context = {
-        "draft": draft,
-        "affected": affected,
-        "chosen": series,
-        "preview": preview.series_preview(draft=draft, series=series)
-        if series
-        else None,
-        "revealed": draft.pk in request.session.get(REVEALED_SESSION_KEY, []),
-        "can_reveal": request.user.has_perm("imports.reveal_phi"),
-    }
-    return render(request, "imports/draft_preview.html", context)
-
-
-def _affected_series(draft: ImportDraft) -> list[ScanSeries]:
-    """Every series a mapping changes: all series of a study-level mapping, and each mapped series."""
-    if draft.scan is None or draft.scan.status != Scan.Status.COMPLETED:
-        return []
-    pairs = list(
-        draft.mappings.values_list("study_instance_uid", "series_instance_uid")
-    )
-    studies = {study for study, series in pairs if not series}
-    series_uids = {series for _, series in pairs if series}
-    candidates = ScanSeries.objects.filter(study__scan=draft.scan).select_related(
-        "study", "sample_header"
-    )
-    return [
-        s
-        for s in candidates.order_by("study__study_instance_uid", "series_number")
-        if s.study.study_instance_uid in studies or s.series_instance_uid in series_uids
-    ]
-
-
-@require_POST
-@permission_required("imports.reveal_phi")
-def draft_reveal(request: HttpRequest, pk: int) -> HttpResponse:
-    draft = _get_draft_for_user(request, pk)
-    revealed = set(request.session.get(REVEALED_SESSION_KEY, []))
-    if request.POST.get("hide"):
-        revealed.discard(draft.pk)
-    else:
-        audit.phi_reveal(
-            actor=request.user,
-            target=draft,
-            where=f"the preview of import draft {draft.pk}",
-        )
-        revealed.add(draft.pk)
-    request.session[REVEALED_SESSION_KEY] = sorted(revealed)
-    series = request.POST.get("series", "")
-    return redirect(
-        reverse("imports:draft_preview", kwargs={"pk": draft.pk})
-        + (f"?series={series}" if series.replace(".", "").isdigit() else "")
-    )
-
-
-# --- Confirmation ---------------------------------------------------------------------------
-
-
-@require_http_methods(["GET", "POST"])
-def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    """The exact request, the validation and the content hash; confirming re-runs every check first."""
-    draft = _get_draft_for_user(request, pk)
-    form = DraftConfirmForm(
-        request.POST or None,
-        initial={
-            "version": draft.version,
-            "content_hash": draft.content_hash,
-            "idempotency_key": uuid.uuid4(),
-        },
-    )
-    status = 200
-    notice = ""
-    if request.method == "POST":
-        if not request.user.has_perm(EDIT_PERMISSION):
-            raise PermissionDenied(EDIT_PERMISSION)
-        if form.is_valid():
-            try:
-                job = confirmation.draft_confirm(
-                    draft=draft,
-                    actor=request.user,
-                    version=form.cleaned_data["version"],
-                    content_hash=form.cleaned_data["content_hash"],
-                    acknowledged_warnings=form.cleaned_data["acknowledge_warnings"],
-                    idempotency_key=str(form.cleaned_data["idempotency_key"]),
-                )
-            except drafts.DraftConflict as conflict:
-                draft, status, notice = conflict.current, 409, str(conflict)
-            except drafts.DraftRefused as refused:
-                status, notice = 400, str(refused)
-            else:
-                messages.success(
-                    request,
-                    f"Confirmed: import job {job.pk} is on its way to HealthImaging.",
-                )
-                return redirect("imports:job_detail", pk=job.pk)
-        else:
-            status, notice = (
-                400,
-                "The confirmation form was incomplete; reload the page.",
-            )
-        form = DraftConfirmForm(
-            initial={
-                "version": draft.version,
-                "content_hash": draft.content_hash,
-                "idempotency_key": uuid.uuid4(),
-            }
-        )
-    problems = drafts.draft_validate(draft=draft)
-    request_payload = drafts.draft_request(draft=draft)
-    context = {
-        "draft": draft,
-        "form": form,
-        "problems": problems,
-        "errors": [p for p in problems if p.severity == "error"],
-        "warnings": [p for p in problems if p.severity == "warning"],
-        "request_json": json.dumps(request_payload, indent=2),
-        "notice": notice,
-        "can_edit": request.user.has_perm(EDIT_PERMISSION),
-        "jobs": draft.jobs.order_by("-created_at")[:5],
-        "duplicates": jobdrafts.job_duplicate_instances(
-            datastore=draft.datastore, scan=draft.scan
-        )
-        if draft.scan is not None and draft.scan.status == Scan.Status.COMPLETED
-        else None,
-    }
-    return render(request, "imports/draft_confirm.html", context, status=status)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import messages
 from django.core.exceptions import (
     PermissionDenied,
@@ -21,15 +22,17 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from imports import drafts, editor
-from imports.dicomrows import MAX_ROWS, RowCheck, RowInput, rows_check, tag_search
-from imports.forms import EditorForm, editor_rows_from_post
+from imports.drafts import services as drafts
+from imports.editor import files as editor
+from imports.editor.rows import MAX_ROWS, RowCheck, RowInput, rows_check, tag_search
+from imports.forms import EditorForm, EditorOpenForm, editor_rows_from_post
 from imports.models import ImportDraft
-from imports.views.common import HtmxHttpRequest
+from imports.views.common import CONFLICT, REFUSED, HtmxHttpRequest
 from imports.views.drafts import (
     EDIT_PERMISSION,
+    REVEAL_PERMISSION,
     REVEALED_SESSION_KEY,
-    _get_draft_for_user,
+    get_draft_for_user,
 )
 
 BLANK_ROWS = 1
@@ -62,6 +65,7 @@ def _page(
     status: int = 200,
 ) -> HttpResponse:
     can_edit = request.user.has_perm(EDIT_PERMISSION) and not read_only_reason
+    revealed = _revealed(request, draft)
     if can_edit and len(rows) < MAX_ROWS:
         rows = [*rows, *([RowInput()] * BLANK_ROWS)]
     checks = _checks(rows, target, path)
@@ -86,12 +90,27 @@ def _page(
         "read_only_reason": read_only_reason,
         "refusal": refusal,
         "conflict": conflict,
-        "conflict_checks": _checks(conflict.rows, target, path) if conflict else [],
+        "conflict_checks": _checks(
+            conflict.rows if revealed else editor.rows_masked(conflict.rows),
+            target,
+            path,
+        )
+        if conflict
+        else [],
+        "revealed": revealed,
+        "can_reveal": request.user.has_perm(REVEAL_PERMISSION),
         "fix": fix,
         "max_rows": MAX_ROWS,
     }
     template = "imports/editor.html#editor" if request.htmx else "imports/editor.html"
     return render(request, template, context, status=status)
+
+
+def _revealed(request: HttpRequest, draft: ImportDraft) -> bool:
+    """Patient values show unmasked only to a user who may reveal them and did, for this draft (audited)."""
+    return request.user.has_perm(REVEAL_PERMISSION) and draft.pk in request.session.get(
+        REVEALED_SESSION_KEY, []
+    )
 
 
 def _target(study: str, series: str) -> editor.Target | None:
@@ -100,13 +119,23 @@ def _target(study: str, series: str) -> editor.Target | None:
 
 @require_http_methods(["GET", "POST"])
 def editor_page(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    draft = _get_draft_for_user(request, pk)
+    draft = get_draft_for_user(request, pk)
     if request.method == "POST":
         return _post(request, draft)
-    study = request.GET.get("study", "")[:64]
-    series = request.GET.get("series", "")[:64]
-    path = request.GET.get("path", "")[:1024]
-    attribute = request.GET.get("fix", "")[:64]
+    opening = EditorOpenForm(request.GET)
+    if not opening.is_valid():
+        return _page(
+            request,
+            draft,
+            target=None,
+            path="",
+            rows=[],
+            loaded_etag="",
+            read_only_reason=" ".join(_reasons(opening)),
+            status=400,
+        )
+    study, series = opening.cleaned_data["study"], opening.cleaned_data["series"]
+    path, attribute = opening.cleaned_data["path"], opening.cleaned_data["fix"]
     if not study and path:
         # Opened from a mapped file: the mapping says which study or series it is for.
         mapped = draft.mappings.filter(metadata_file_path=path).first()
@@ -120,7 +149,7 @@ def editor_page(request: HtmxHttpRequest, pk: int) -> HttpResponse:
                 study=study,
                 series=series,
                 attribute=attribute,
-                revealed=draft.pk in request.session.get(REVEALED_SESSION_KEY, []),
+                revealed=_revealed(request, draft),
             )
             opened, target = fix.opened, fix.target
         else:
@@ -153,7 +182,9 @@ def editor_page(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         draft,
         target=target,
         path=opened.path,
-        rows=opened.rows,
+        rows=opened.rows
+        if _revealed(request, draft)
+        else editor.rows_masked(opened.rows),
         loaded_etag=opened.etag,
         read_only_reason=opened.read_only_reason
         or (
@@ -176,7 +207,19 @@ def _parse(request: HttpRequest) -> tuple[EditorForm, list[RowInput]] | str:
         )
     except RequestDataTooBig:
         return "The form is too large (a metadata file is read up to 1 MiB). Nothing was written."
-    return EditorForm(data), editor_rows_from_post(data)
+    rows = editor_rows_from_post(data)
+    return EditorForm(data, row_count=len(rows)), rows
+
+
+def _reasons(form: forms.Form) -> list[str]:
+    """Each error of the form, named by its field's label, for a refusal shown above the rows."""
+    return [
+        f"{form.fields[name].label or name}: {error}"
+        if name in form.fields
+        else str(error)
+        for name, errors in form.errors.items()
+        for error in errors
+    ]
 
 
 def _post(request: HtmxHttpRequest, draft: ImportDraft) -> HttpResponse:
@@ -200,22 +243,27 @@ def _post(request: HtmxHttpRequest, draft: ImportDraft) -> HttpResponse:
     target = _target(form.data.get("study", "")[:64], form.data.get("series", "")[:64])
     path = form.data.get("path", "")[:1024]
     loaded_etag = form.data.get("loaded_etag", "")[:128]
-    remove = request.POST.get("remove", "")
-    if remove.isdigit() and 1 <= int(remove) <= len(rows):
-        rows.pop(int(remove) - 1)
+    if "remove" in form.errors:
+        return _page(
+            request,
+            draft,
+            target=target,
+            path=path,
+            rows=rows,
+            loaded_etag=loaded_etag,
+            refusal=f"Remove: {form.errors['remove'][0]} Nothing was removed.",
+            status=REFUSED,
+        )
+    remove = form.cleaned_data.get("remove")
+    if remove is not None and remove <= len(rows):
+        rows.pop(remove - 1)
     action = request.POST.get("action", "check")
-    if action != "save" or remove:
+    if action != "save" or remove is not None:
         return _page(
             request, draft, target=target, path=path, rows=rows, loaded_etag=loaded_etag
         )
     if not valid or target is None:
-        reasons = [
-            f"{form.fields[name].label or name}: {error}"
-            if name in form.fields
-            else str(error)
-            for name, errors in form.errors.items()
-            for error in errors
-        ]
+        reasons = _reasons(form)
         return _page(
             request,
             draft,
@@ -225,7 +273,7 @@ def _post(request: HtmxHttpRequest, draft: ImportDraft) -> HttpResponse:
             loaded_etag=loaded_etag,
             refusal=" ".join(reasons or ["The page was incomplete; reload it."])
             + " Nothing was written.",
-            status=400,
+            status=REFUSED,
         )
     try:
         saved = editor.editor_save(
@@ -248,7 +296,7 @@ def _post(request: HtmxHttpRequest, draft: ImportDraft) -> HttpResponse:
             loaded_etag=conflict.current.etag,
             refusal=str(conflict),
             conflict=conflict.current,
-            status=409,
+            status=CONFLICT,
         )
     except editor.EditorRefused as refused:
         return _page(
@@ -259,7 +307,7 @@ def _post(request: HtmxHttpRequest, draft: ImportDraft) -> HttpResponse:
             rows=rows,
             loaded_etag=loaded_etag,
             refusal=str(refused),
-            status=400,
+            status=REFUSED,
         )
     except drafts.DraftConflict as conflict:
         return _page(
@@ -270,7 +318,7 @@ def _post(request: HtmxHttpRequest, draft: ImportDraft) -> HttpResponse:
             rows=rows,
             loaded_etag=loaded_etag,
             refusal=str(conflict) + " Nothing was written.",
-            status=409,
+            status=CONFLICT,
         )
     except drafts.DraftRefused as refused:
         # Written, but the draft could not take the mapping (it changed meanwhile): say so plainly.
@@ -282,7 +330,7 @@ def _post(request: HtmxHttpRequest, draft: ImportDraft) -> HttpResponse:
             rows=rows,
             loaded_etag="",
             refusal=f"{data['path']} was written, but it could not be mapped: {refused}",
-            status=409,
+            status=CONFLICT,
         )
     messages.success(
         request,
@@ -297,21 +345,26 @@ def _post(request: HtmxHttpRequest, draft: ImportDraft) -> HttpResponse:
 @require_POST
 def editor_row(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """One row's verdict as it is typed (htmx): the row itself when its tag changed, else its messages."""
-    draft = _get_draft_for_user(request, pk)
+    draft = get_draft_for_user(request, pk)
     if not request.user.has_perm(EDIT_PERMISSION):
         raise PermissionDenied("imports.import_to_datastore")
     parsed = _parse(request)
     if isinstance(parsed, str):
         return HttpResponse(parsed, status=400, content_type="text/plain")
     form, rows = parsed
-    number = request.POST.get("check_row", "")
-    if not number.isdigit() or not 1 <= int(number) <= len(rows):
+    form.is_valid()
+    number = form.cleaned_data.get("check_row")
+    if number is None or number > len(rows):
+        # A hidden field the page always sends: a bad one is a request the page did not send, not a refusal.
+        error = form.errors.get("check_row", ["this field is required."])[0]
         return HttpResponse(
-            "Unknown row; reload the page.", status=400, content_type="text/plain"
+            f"Row to check: {error} Reload the page.",
+            status=400,
+            content_type="text/plain",
         )
     target = _target(form.data.get("study", "")[:64], form.data.get("series", "")[:64])
     checks = _checks(rows, target, form.data.get("path", "")[:1024])
-    check = checks[int(number) - 1]
+    check = checks[number - 1]
     part = "row" if request.POST.get("part") == "row" else "row-check"
     context = {
         "check": check,

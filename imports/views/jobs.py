@@ -17,8 +17,11 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
-from imports import audit, jobdrafts, jobs
+from imports.audit import records as audit
+from imports.drafts import from_job
 from imports.forms import JobFilterForm, JobResultFilterForm
+from imports.jobs import submit as jobs
+from imports.jobs.image_sets import job_image_sets_page
 from imports.models import AuditEvent, ImportDraft, ImportJob, ImportJobResult
 from imports.views.common import (
     HtmxHttpRequest,
@@ -26,6 +29,8 @@ from imports.views.common import (
     filters_query,
     get_job_for_user,
     get_job_status_for_user,
+    key_mask,
+    page_number,
     permission_required,
     render_page,
 )
@@ -40,6 +45,8 @@ RESULT_FIELDS = [
     "exception_type",
     "message",
 ]
+# The result fields that name keys: masked for viewers (imports.views.common.key_mask).
+MASKED_RESULT_FIELDS = frozenset({"input_file", "message"})
 JOB_EXPORT_FIELDS = [
     "id", "datastore", "status", "aws_job_id", "job_name", "external", "submitted_by", "input_s3_uri",
     "mappings", "created_at", "submitted_at", "ended_at", "imported", "failed", "warnings",
@@ -54,7 +61,7 @@ def job_list(request: HtmxHttpRequest) -> HttpResponse:
     queryset = form.filter(
         ImportJob.objects.select_related("datastore", "submitted_by")
     )
-    page = Paginator(queryset, 50).get_page(request.GET.get("page"))
+    page = Paginator(queryset, 50).get_page(page_number(request))
     query = request.GET.copy()
     query.pop("page", None)
     current_sort = query.pop("sort", [""])[-1]
@@ -177,9 +184,12 @@ def _timeline(job: ImportJob) -> list[dict[str, Any]]:
 def job_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     job = get_job_for_user(request, pk)
     context = _status_context(job)
+    mask = key_mask(request, job.input_s3_uri)
     context.update(
         {
-            "request_json": json.dumps(job.request, indent=2),
+            "key_mask": mask,
+            # The request names the input prefix and the metadata files, whose keys may carry patient IDs.
+            "request_json": mask(json.dumps(job.request, indent=2)),
             "events": AuditEvent.objects.filter(
                 target_type="imports.importjob", target_id=str(job.pk)
             ).order_by("created_at", "id")[:200],
@@ -208,7 +218,7 @@ def _results_context(request: HttpRequest, job: ImportJob) -> dict[str, Any]:
     form = JobResultFilterForm(request.GET)
     files = Paginator(
         form.filter(ImportJobResult.objects.filter(job=job)), 50
-    ).get_page(request.GET.get("page"))
+    ).get_page(page_number(request))
     failure_groups = list(
         ImportJobResult.objects.filter(
             job=job,
@@ -222,12 +232,18 @@ def _results_context(request: HttpRequest, job: ImportJob) -> dict[str, Any]:
         .order_by("exception_type", "-count", "message")[:100]
     )
     total = job.success_count + job.warning_count + job.failure_count
+    image_sets, image_set_rows = job_image_sets_page(
+        job=job, page=request.GET.get("sets_page")
+    )
     return {
+        "key_mask": key_mask(request, job.input_s3_uri),
         "result_form": form,
         "files": files,
         "files_query": filters_query(request),
+        "filter_query": form.query(),
         "failure_groups": failure_groups,
-        "image_sets": job.image_sets,
+        "image_sets": image_sets,
+        "image_set_rows": image_set_rows,
         "result_total": total,
     }
 
@@ -245,12 +261,21 @@ def job_results(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 def job_results_download(
     request: HttpRequest, pk: int, fmt: str
 ) -> StreamingHttpResponse:
-    """Every result line of a job, streamed as CSV or JSON lines (flat memory however many there are)."""
+    """The result lines of a job, streamed as CSV or JSON lines (flat memory however many there are).
+
+    With the file table's filters in the query string it exports what the table shows; without, every line.
+    """
     job = get_job_for_user(request, pk)
     if fmt not in ("csv", "jsonl"):
         raise Http404
+    mask = key_mask(request, job.input_s3_uri)
     rows = (
-        ImportJobResult.objects.filter(job=job)
+        [
+            mask(value) if name in MASKED_RESULT_FIELDS else value
+            for name, value in zip(RESULT_FIELDS, row, strict=True)
+        ]
+        for row in JobResultFilterForm(request.GET)
+        .filter(ImportJobResult.objects.filter(job=job))
         .order_by("id")
         .values_list(*RESULT_FIELDS)
         .iterator(chunk_size=2000)
@@ -277,6 +302,10 @@ def _draft_url(draft: ImportDraft, job: ImportJob) -> str:
         return reverse("imports:job_detail", args=[job.pk])
 
 
+def _files(count: int) -> str:
+    return f"{count} file{'s' if count != 1 else ''}"
+
+
 @require_POST
 @permission_required("imports.import_to_datastore")
 def job_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
@@ -284,7 +313,15 @@ def job_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
     if not job.failure_count:
         messages.warning(request, "This job has no failed files to retry.")
         return redirect("imports:job_detail", pk=job.pk)
-    draft, scope = jobdrafts.job_draft_retry_failed(job=job, actor=request.user)
+    draft, scope = from_job.job_draft_retry_failed(job=job, actor=request.user)
+    if draft is None:
+        messages.warning(
+            request,
+            f"Nothing to retry: the {_files(len(scope.unknown_files))} that failed "
+            f"{'are' if len(scope.unknown_files) != 1 else 'is'} not DICOM or not in a scan, so a "
+            "retry cannot help. Fix or remove them under the input prefix.",
+        )
+        return redirect("imports:job_detail", pk=job.pk)
     text = (
         f"Draft {draft.pk} holds the {len(scope.studies)} "
         f"stud{'y' if len(scope.studies) == 1 else 'ies'} of the failed files "
@@ -292,7 +329,7 @@ def job_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
     )
     if scope.unknown_files:
         text += (
-            f" {len(scope.unknown_files)} failed file{'s are' if len(scope.unknown_files) != 1 else ' is'} "
+            f" {len(scope.unknown_files)} other failed file{'s are' if len(scope.unknown_files) != 1 else ' is'} "
             "not DICOM or not in a scan, so a retry cannot help them: fix or remove them under the input prefix."
         )
     messages.success(request, text)
@@ -309,7 +346,7 @@ def job_clone(request: HttpRequest, pk: int) -> HttpResponse:
             "A job started outside the dashboard has no stored request to clone.",
         )
         return redirect("imports:job_detail", pk=job.pk)
-    draft = jobdrafts.job_draft_clone(job=job, actor=request.user)
+    draft = from_job.job_draft_clone(job=job, actor=request.user)
     messages.success(request, f"Draft {draft.pk} is a copy of this job's request.")
     return redirect(_draft_url(draft, job))
 
@@ -323,9 +360,7 @@ def jobs_active(request: HttpRequest) -> HttpResponse:
         .select_related("datastore")
         .order_by("created_at")[:50]
     )
-    response = render(
+    # Never 286 here: with nothing running the fragment keeps polling, slowly, for jobs started elsewhere.
+    return render(
         request, "imports/dashboard.html#active-jobs", {"active_jobs": active}
     )
-    if not active:
-        response.status_code = HTMX_STOP_POLLING
-    return response

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
-from imports import audit
+from imports.audit import records as audit
 from imports.forms import BrowseForm, ScanFilterForm
 from imports.models import Datastore, ObjectHeader, Scan, ScanStudy
 from imports.scanning import control
@@ -22,6 +22,8 @@ from imports.views.common import (
     default_region,
     filters_query,
     get_scan_for_user,
+    key_mask,
+    page_number,
     permission_required,
     render_page,
 )
@@ -59,7 +61,7 @@ def scan_list(request: HtmxHttpRequest) -> HttpResponse:
         if form.cleaned_data["q"]:
             q = form.cleaned_data["q"]
             scans_qs = scans_qs.filter(Q(bucket__icontains=q) | Q(prefix__icontains=q))
-    page = Paginator(scans_qs, 25).get_page(request.GET.get("page"))
+    page = Paginator(scans_qs, 25).get_page(page_number(request))
     return render_page(
         request,
         "imports/scan_list.html",
@@ -73,20 +75,21 @@ def scan_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     scan = get_scan_for_user(request, pk)
     studies = Paginator(
         ScanStudy.objects.filter(scan=scan).prefetch_related("series"), 25
-    ).get_page(request.GET.get("studies_page"))
+    ).get_page(page_number(request, "studies_page"))
     scan_headers = ObjectHeader.objects.of_scan(scan).order_by("key")
     problems = Paginator(
         scan_headers.filter(
             status__in=[ObjectHeader.Status.UNREADABLE, ObjectHeader.Status.NOT_DICOM]
         ),
         50,
-    ).get_page(request.GET.get("problems_page"))
+    ).get_page(page_number(request, "problems_page"))
     json_files = Paginator(
         scan_headers.filter(kind=ObjectHeader.Kind.JSON), 50
-    ).get_page(request.GET.get("json_page"))
+    ).get_page(page_number(request, "json_page"))
     revealed = scan.pk in request.session.get(REVEALED_SESSION_KEY, [])
     context = {
         "scan": scan,
+        "key_mask": key_mask(request, scan.uri),
         "studies": studies,
         "problems": problems,
         "json_files": json_files,
@@ -191,11 +194,14 @@ def scan_export(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     )
     labels = dict(ObjectHeader.Status.choices)
     status_at = EXPORT_FIELDS.index("status")
+    mask = key_mask(request, scan.uri)
     rows = (
         [
-            *row[:status_at],
+            mask(row[0]),
+            *row[1:status_at],
             labels.get(row[status_at], row[status_at]),
-            *row[status_at + 1 :],
+            *row[status_at + 1 : -1],
+            mask(row[-1]),
         ]
         for row in headers.iterator(chunk_size=2000)
     )

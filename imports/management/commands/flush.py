@@ -1,7 +1,7 @@
 """Django's `flush`, allowed to empty the audit trail.
 
 The append-only triggers refuse DELETE (SQLite) and TRUNCATE (PostgreSQL) of audit rows; wiping the
-whole database is the one exception, and this command is the one door to it (imports/auditguard.py
+whole database is the one exception, and this command is the one door to it (imports/audit/guard.py
 says how). Django's transactional tests call it between tests, so they keep working.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.commands import flush
 
-from imports.auditguard import audit_maintenance
+from imports.audit.guard import audit_maintenance
 
 
 class Command(flush.Command):

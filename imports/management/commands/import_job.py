@@ -1,20 +1,24 @@
 """`python manage.py import_job validate|submit|status|list`: the composer's and the job pages' services, from a shell.
 
-    import_job validate --datastore NAME [--input s3://…] --mappings FILE.csv [--json]
+    import_job validate --datastore NAME [--input s3://…] --mappings FILE.csv [--json] [--user NAME]
     import_job submit --datastore NAME [--input s3://…] [--output s3://…] [--name N] [--mappings FILE.csv]
+                      [--accept-warnings] [--user NAME]
     import_job status ID [--wait] [--json]
     import_job list [--json]
 
 `validate` prints each problem (with --json, one JSON object a line: severity, row, field, code, message) and exits
 0 when there is no error (warnings allowed), 1 otherwise. `submit` runs the same validation, refuses with every
-problem and exit 1, or creates and enqueues the job and prints its ID alone on the last line. Both scan the input
-prefix first when its latest scan is missing or out of date, as the composer does. Each subcommand is a `_<name>`
-method.
+problem and exit 1 (warnings too, unless --accept-warnings), or creates and enqueues the job and prints its ID alone
+on the last line. Both scan the input prefix first when its latest scan is missing or out of date, as the composer
+does, and record in the audit trail the account of whoever runs them: --user NAME, else the OS user's name.
+`status --wait` exits 0 only for a job completed with no failed file, 1 otherwise (STATUS_EXIT_CODES). Each
+subcommand is a `_<name>` method.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -23,12 +27,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from imports import jobrequest, jobs
-from imports.mappingcsv import CSV_COLUMNS, CsvRefused, mappings_read_csv
-from imports.mappings import Mapping, Problem, mappings_validate
+from imports.jobs import request as jobrequest
+from imports.jobs import submit as jobs
+from imports.mappings.csvfile import CSV_COLUMNS, CsvRefused, mappings_read_csv
+from imports.mappings.rules import Mapping, Problem, mappings_validate
 from imports.models import Datastore, ImportJob, Scan
 from imports.scanning import control, run
 from imports.scanning.lookup import prefix_index, scan_is_current
@@ -41,6 +48,18 @@ from imports.validators import (
 
 # Without a mappings file, `submit` sends a plain import: these set-level checks do not apply.
 PLAIN_IMPORT_CODES = {"no_mappings", "unmapped_json_file", "unmapped_study"}
+
+# Scripts branch on these: keep them as they are.
+STATUS_EXIT_CODES = """exit codes with --wait (scripts rely on them):
+  0  the job completed and no file failed
+  1  the job completed with errors (a file failed, or its results could not be read),
+     failed, or was not submitted
+Without --wait, status exits 0 whenever it could report the job, 1 for an unknown ID."""
+
+USER_HELP = (
+    "the account recorded in the audit trail as having run this (default: the OS user's name, "
+    "which must then be an account's user name)"
+)
 
 
 class Command(BaseCommand):
@@ -62,6 +81,7 @@ class Command(BaseCommand):
         validate.add_argument(
             "--json", action="store_true", help="one JSON object per problem"
         )
+        validate.add_argument("--user", help=USER_HELP)
         submit = sub.add_parser(
             "submit",
             help="Check and submit an import job; prints the job's ID alone on the last line.",
@@ -81,10 +101,24 @@ class Command(BaseCommand):
             "--idempotency-key",
             help="run the command again with the same key to get the same job, not a second one",
         )
-        status = sub.add_parser("status", help="A job's state, AWS job ID and counts.")
+        submit.add_argument(
+            "--accept-warnings",
+            action="store_true",
+            help="submit even though the validation gave warnings (without it, any warning refuses)",
+        )
+        submit.add_argument("--user", help=USER_HELP)
+        status = sub.add_parser(
+            "status",
+            help="A job's state, AWS job ID and counts.",
+            epilog=STATUS_EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         status.add_argument("id", type=int)
         status.add_argument(
-            "--wait", action="store_true", help="block until the job has ended"
+            "--wait",
+            action="store_true",
+            help="block until the job has ended and its results are read; exit 0 only if it "
+            "completed with no failed file, else 1",
         )
         status.add_argument("--json", action="store_true", help="one JSON object")
         status.add_argument(
@@ -102,19 +136,25 @@ class Command(BaseCommand):
     # --- submit -----------------------------------------------------------------------------
 
     def _validate(self, options: dict[str, Any]) -> None:
+        actor = _actor(options.get("user"))
         datastore = _datastore(options["datastore"])
         uri = _input_uri(datastore, options.get("input"))
-        problems = self._check(datastore, uri, _read_mappings(options["mappings"]))
+        problems = self._check(
+            datastore, uri, _read_mappings(options["mappings"]), actor=actor
+        )
         _print_problems(self, problems, as_json=options["json"])
         if any(p.severity == "error" for p in problems):
             sys.exit(1)
 
     def _submit(self, options: dict[str, Any]) -> None:
+        actor = _actor(options.get("user"))
         datastore = _datastore(options["datastore"])
         uri = _input_uri(datastore, options.get("input"))
         given = options.get("mappings") is not None
         mappings = _read_mappings(options["mappings"]) if given else []
-        problems = _option_problems(options) + self._check(datastore, uri, mappings)
+        problems = _option_problems(options) + self._check(
+            datastore, uri, mappings, actor=actor
+        )
         if not given:
             problems = [p for p in problems if p.code not in PLAIN_IMPORT_CODES]
         _print_problems(self, problems, as_json=False, summary=False)
@@ -124,6 +164,14 @@ class Command(BaseCommand):
             raise CommandError(
                 "The job was not submitted: fix the errors above.", returncode=1
             )
+        warnings = len(problems)
+        if warnings and not options["accept_warnings"]:
+            raise CommandError(
+                f"The job was not submitted: the validation gave {warnings} "
+                f"warning{'s' if warnings != 1 else ''} (above). Run again with "
+                "--accept-warnings to submit it anyway.",
+                returncode=1,
+            )
         request = jobrequest.job_request_build(
             datastore=datastore,
             input_s3_uri=uri,
@@ -132,7 +180,7 @@ class Command(BaseCommand):
             mappings=mappings,
         )
         job = jobs.job_create(
-            actor=None,
+            actor=actor,
             draft=None,
             datastore=datastore,
             request=request,
@@ -145,13 +193,20 @@ class Command(BaseCommand):
         self.stdout.write(str(job.pk))
 
     def _check(
-        self, datastore: Datastore, uri: str, mappings: list[Mapping] | Problem
+        self,
+        datastore: Datastore,
+        uri: str,
+        mappings: list[Mapping] | Problem,
+        *,
+        actor: AbstractBaseUser,
     ) -> list[Problem]:
         """The composer's validation of these mappings against the prefix (scanned first if needed)."""
         if isinstance(mappings, Problem):
             return [mappings]
-        scan = _current_scan(datastore, uri, self.stderr)
-        return mappings_validate(mappings=mappings, index=prefix_index(scan=scan))
+        scan = _current_scan(datastore, uri, self.stderr, actor=actor)
+        return mappings_validate(
+            mappings=mappings, index=prefix_index(scan=scan, datastore=datastore)
+        )
 
     # --- status -----------------------------------------------------------------------------
 
@@ -166,7 +221,13 @@ class Command(BaseCommand):
         while options["wait"] and job.is_live:
             time.sleep(options["interval"])
             job.refresh_from_db()
-        if options["json"]:
+        self._print_status(job, as_json=options["json"])
+        if options["wait"]:
+            self.stdout.flush()
+            sys.exit(status_exit_code(job))
+
+    def _print_status(self, job: ImportJob, *, as_json: bool) -> None:
+        if as_json:
             self.stdout.write(json.dumps(job_summary(job)))
             return
         summary = job_summary(job)
@@ -210,6 +271,46 @@ class Command(BaseCommand):
             self.stdout.write(
                 "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
             )
+
+
+def status_exit_code(job: ImportJob) -> int:
+    """`status --wait`'s exit code (STATUS_EXIT_CODES): 0 only when the job completed and its results,
+    read, name no failed file. Results that could not be read prove nothing, so they give 1."""
+    clean = (
+        job.status == ImportJob.Status.COMPLETED
+        and job.results == ImportJob.Results.DONE
+        and not job.completed_with_errors
+    )
+    return 0 if clean else 1
+
+
+def _actor(name: str | None) -> AbstractBaseUser:
+    """The account that runs this command: --user NAME, else the OS user's name; an active account."""
+    given = name is not None
+    if not given:
+        try:
+            name = getpass.getuser()
+        except (OSError, KeyError) as error:
+            raise CommandError(
+                "Cannot tell which OS user runs this command: give --user NAME (an account's "
+                "user name).",
+                returncode=1,
+            ) from error
+    user_model = get_user_model()
+    user = user_model._default_manager.filter(
+        **{user_model.USERNAME_FIELD: name}
+    ).first()
+    if user is None:
+        raise CommandError(
+            f"--user {name}: no account has that user name."
+            if given
+            else f"No account is named “{name}”, the OS user running this command: give "
+            "--user NAME (an account's user name) to say who runs it.",
+            returncode=1,
+        )
+    if not user.is_active:
+        raise CommandError(f"The account “{name}” is not active.", returncode=1)
+    return user
 
 
 def job_summary(job: ImportJob) -> dict[str, Any]:
@@ -298,7 +399,9 @@ def _read_mappings(path: Path) -> list[Mapping] | Problem:
         return Problem("error", None, "", "csv_invalid", str(refused))
 
 
-def _current_scan(datastore: Datastore, uri: str, log: Any) -> Scan:
+def _current_scan(
+    datastore: Datastore, uri: str, log: Any, *, actor: AbstractBaseUser
+) -> Scan:
     """The completed scan of the prefix, scanning it here first if it has none or it changed since."""
     bucket, prefix = split_s3_uri(uri)
     while True:
@@ -318,7 +421,7 @@ def _current_scan(datastore: Datastore, uri: str, log: Any) -> Scan:
         return latest
     log.write(f"Scanning {uri} first (only new or changed objects are read)…")
     scan, _ = control.scan_start(
-        actor=None,
+        actor=actor,
         bucket=bucket,
         prefix=prefix,
         region=datastore.region,

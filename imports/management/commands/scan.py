@@ -155,7 +155,7 @@ class Command(BaseCommand):
             f"  requests  {scan.requests:,} GETs, {bytes_format(scan.bytes_read)} read of {bytes_format(scan.bytes_total)}"
         )
         write(
-            f"  quotas    files {scan.objects_listed:,} of {scan.max_files:,}, "
-            f"size {bytes_format(scan.bytes_total)} of {bytes_format(scan.max_bytes)}, "
+            f"  quotas    files {scan.objects_listed:,} of {scan.file_limit:,}, "
+            f"size {bytes_format(scan.bytes_total)} of {bytes_format(scan.byte_limit)}, "
             f"folders {scan.folders:,} of {Scan.MAX_FOLDERS:,}"
         )

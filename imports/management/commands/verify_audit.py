@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from imports.audit import audit_verify
+from imports.audit.records import audit_verify
 
 
 class Command(BaseCommand):
@@ -29,7 +29,7 @@ class Command(BaseCommand):
                 f"The hash chain of {report.events} event(s) is whole, but the append-only "
                 f"triggers {', '.join(report.missing_triggers)} are missing or disabled: "
                 "nothing stops an UPDATE or DELETE of audit rows. Reinstall them "
-                "(imports.auditguard.guards_install) and run verify_audit again."
+                "(imports.audit.guard.guards_install) and run verify_audit again."
             )
         if report.events == 0:
             self.stdout.write("The audit trail is empty: nothing to verify.")

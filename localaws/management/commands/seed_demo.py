@@ -24,13 +24,12 @@ from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from imports.audit import audit_record
+from imports.audit.records import audit_record
 from imports.datastores import datastore_create
 from imports.models import AuditEvent, Datastore
 from imports.roles import ADMINISTRATOR, OPERATOR, VIEWER, sync_role_groups
 from localaws import democorpus
 
-DEMO_URL = "http://127.0.0.1:8000/"
 EMULATOR_DATASTORE_NAME = "demo-datastore"
 # A fixed token makes a retried CreateDatastore (say, after a timeout) return the same datastore.
 CREATE_DATASTORE_TOKEN = "seed-demo-datastore"
@@ -143,7 +142,8 @@ class Command(BaseCommand):
         for note in user_notes:
             out(note)
         out("")
-        out(self.style.SUCCESS(f"Demo ready: {DEMO_URL}"))
+        # SITE_URL: `make demo` sets it from PORT, so the address printed is the one served.
+        out(self.style.SUCCESS(f"Demo ready: {settings.SITE_URL.rstrip('/')}/"))
         out("Logins (username / password / role):")
         for username, role, password in USERS:
             out(f"  {username:<9} {password:<14} {role}")

@@ -1,0 +1,6 @@
+"""The one door to AWS: nothing else in the app imports boto3 or botocore (import-linter checks it).
+
+- `client`: every S3 and HealthImaging call the app makes, with AWS's errors translated into `AwsError`
+  subclasses a service can put into words. Its docstring lists the IAM permissions.
+- `ranged`: the thin ranged-GET path the scanner reads headers through, on botocore's signer.
+"""

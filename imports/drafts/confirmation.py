@@ -1,0 +1,125 @@
+"""Confirming a draft: every check again, against S3 as it is now, then the import job (imports.jobs.submit.job_create)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from django.db import transaction
+from django.utils import timezone
+
+from imports.audit.records import Actor, audit_record
+from imports.aws import client as aws
+from imports.drafts.services import (
+    DraftConflict,
+    DraftRefused,
+    draft_frozen_problem,
+    draft_request,
+    draft_validate,
+)
+from imports.jobs import submit as jobs
+from imports.jobs.request import request_mappings
+from imports.models import AuditEvent, ImportDraft, ImportJob, Scan
+from imports.scanning.lookup import scan_is_current
+
+
+def draft_confirm(
+    *,
+    draft: ImportDraft,
+    actor: Actor,
+    version: int,
+    content_hash: str,
+    acknowledged_warnings: bool,
+    idempotency_key: str,
+) -> ImportJob:
+    """Check everything again, on the server and against S3 as it is now, then create the import job.
+
+    The page the user confirmed showed `version` and `content_hash`; if the draft or a mapped file's recorded
+    ETag changed since, the confirmation is refused rather than applied to something the user did not see.
+    The form's `idempotency_key` makes a second POST of the same page return the job the first one made,
+    and a draft confirms once: any later confirmation (Back then Confirm, a second tab) returns its job.
+    """
+    existing = ImportJob.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is not None:
+        return existing
+    current = ImportDraft.objects.select_related("datastore", "scan").get(pk=draft.pk)
+    if current.confirmed_at is not None:
+        return _job_of_confirmed(current)
+    if current.version != version or current.content_hash != content_hash:
+        raise DraftConflict(current)
+    scan = current.scan
+    if scan is None or scan.status != Scan.Status.COMPLETED:
+        raise DraftRefused(
+            "The input prefix has no completed scan; refresh the index first."
+        )
+    try:
+        unchanged = scan_is_current(scan=scan)
+    except aws.AwsError as error:
+        raise DraftRefused(
+            f"The input prefix could not be listed to check it is unchanged: {error}. Nothing was confirmed."
+        ) from None
+    if not unchanged:
+        raise DraftRefused(
+            "Objects under the input prefix were added, removed or rewritten since its scan: "
+            "refresh the index, check the mappings again, then confirm."
+        )
+    problems = draft_validate(draft=current)
+    errors = [p for p in problems if p.severity == "error"]
+    warnings = [p for p in problems if p.severity == "warning"]
+    if errors:
+        raise DraftRefused(
+            f"{len(errors)} error{'s' if len(errors) != 1 else ''} must be fixed before the import can be confirmed."
+        )
+    if warnings and not acknowledged_warnings:
+        raise DraftRefused(
+            f"Tick the box to acknowledge the {len(warnings)} warning{'s' if len(warnings) != 1 else ''} first."
+        )
+    request = draft_request(draft=current)
+    payload = json.dumps(request, sort_keys=True, separators=(",", ":")).encode()
+    with transaction.atomic():
+        # The claim: one conditional UPDATE, atomic on PostgreSQL and SQLite alike. Of two tabs (two
+        # idempotency keys) confirming at once, one sets confirmed_at; the other updates nothing, and
+        # answers with the winner's job once that commits.
+        claimed = ImportDraft.objects.filter(
+            pk=current.pk,
+            confirmed_at__isnull=True,
+            version=version,
+            content_hash=content_hash,
+        ).update(confirmed_at=timezone.now())
+        if not claimed:
+            current = ImportDraft.objects.select_related("datastore", "scan").get(
+                pk=current.pk
+            )
+            if current.confirmed_at is not None:
+                return _job_of_confirmed(current)
+            raise DraftConflict(current)
+        job = jobs.job_create(
+            actor=actor,
+            draft=current,
+            datastore=current.datastore,
+            request=request,
+            idempotency_key=idempotency_key,
+        )
+        audit_record(
+            actor=actor,
+            action=AuditEvent.Action.DRAFT_CONFIRMED,
+            target=current,
+            summary=f"Confirmed the import of {current.input_s3_uri} into “{current.datastore.name}” "
+            f"as import job {job.pk} ({len(request_mappings(request))} mappings)",
+            details={
+                "job": job.pk,
+                "content_hash": current.content_hash,
+                "request_sha256": hashlib.sha256(payload).hexdigest(),
+                "acknowledged_warnings": sorted({p.code for p in warnings}),
+                "idempotency_key": idempotency_key,
+            },
+        )
+    return job
+
+
+def _job_of_confirmed(draft: ImportDraft) -> ImportJob:
+    """The job a confirmed draft made (refused, with the reason, if that job is gone)."""
+    job = draft.jobs.order_by("created_at", "pk").first()
+    if job is None:
+        raise DraftRefused(draft_frozen_problem(draft))
+    return job

@@ -1,0 +1,298 @@
+"""A finished job's results: the manifest and the SUCCESS, FAILURE and WARNING ndjson files, read once.
+
+A job that says COMPLETED can still have failed files, so the per-file outcome is what the job page
+shows. The reader claims the job with a lease; a second reading of the same files replaces the first,
+so a reader that died is simply replaced. Tracking (`imports.jobs.tracking`) enqueues this when a job
+ends.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from imports.audit.records import audit_record
+from imports.aws import client as aws
+from imports.enqueue import JOB_NOTIFY, enqueue_task
+from imports.models import AuditEvent, ImportJob, ImportJobResult
+from imports.validators import split_s3_uri
+
+MANIFEST = "job-output-manifest.json"
+RESULT_FILES = (
+    ("SUCCESS/success.ndjson", ImportJobResult.Outcome.SUCCESS),
+    ("FAILURE/failure.ndjson", ImportJobResult.Outcome.FAILURE),
+    ("WARNING/warning.ndjson", ImportJobResult.Outcome.WARNING),
+)
+BATCH = 1000
+MANIFEST_MAX_BYTES = 16 * 1024 * 1024
+
+
+def _claim_ingestion(job_id: int) -> ImportJob | None:
+    now = timezone.now()
+    claimed = ImportJob.objects.filter(
+        Q(results=ImportJob.Results.PENDING)
+        | Q(results=ImportJob.Results.INGESTING, results_lease_until__lt=now),
+        pk=job_id,
+    ).update(
+        results=ImportJob.Results.INGESTING,
+        results_lease_until=now + timedelta(seconds=settings.JOBS_INGEST_LEASE_S),
+    )
+    return (
+        ImportJob.objects.select_related("datastore").get(pk=job_id)
+        if claimed
+        else None
+    )
+
+
+def job_ingest_results(*, job_id: int) -> float | None:
+    """Read a finished job's manifest and ndjson files into the database.
+
+    Returns the seconds after which to try again while the manifest has not appeared yet (it can
+    appear after the status changes), else None.
+    """
+    job = _claim_ingestion(job_id)
+    if job is None:
+        return None
+    region = job.datastore.region
+    folder = job.output_folder_uri
+    if not folder:
+        # External jobs come from ListDICOMImportJobs, whose summaries carry no output URI.
+        try:
+            info = aws.import_job_describe(
+                region=region,
+                datastore_id=job.datastore.datastore_id,
+                job_id=job.aws_job_id,
+            )
+        except aws.AwsError as error:
+            return _ingestion_problem(
+                job, f"Could not find the job's output folder: {error}"
+            )
+        folder = info.output_s3_uri
+    if not folder.endswith("/"):
+        folder += "/"
+    bucket, prefix = split_s3_uri(folder)
+    summary: dict[str, Any] = {}
+    note = ""
+    try:
+        raw = aws.s3_read_object(
+            region=region,
+            bucket=bucket,
+            key=prefix + MANIFEST,
+            max_bytes=MANIFEST_MAX_BYTES,
+        )
+        summary = _manifest_summary(raw)
+    except aws.NotFound:
+        waited = (timezone.now() - (job.ended_at or timezone.now())).total_seconds()
+        if waited < settings.JOBS_MANIFEST_WAIT_S:
+            return _wait_holding_claim(job)
+        note = (
+            f"The job's {MANIFEST} did not appear within {settings.JOBS_MANIFEST_WAIT_S} s; "
+            "the counts below come from the result files alone."
+        )
+    except aws.AwsError as error:
+        if error.transient:
+            return _wait_holding_claim(job)
+        note = f"The job's {MANIFEST} could not be read: {error}"
+    except ValueError as error:
+        note = f"The job's {MANIFEST} is not valid: {error}"
+    try:
+        with transaction.atomic():
+            # Idempotent: a second reading of the same files replaces the first.
+            ImportJobResult.objects.filter(job=job).delete()
+            counts = _ingest_files(job, region, bucket, prefix)
+            ImportJob.objects.filter(pk=job.pk).update(
+                results=ImportJob.Results.DONE,
+                results_lease_until=None,
+                results_error=note,
+                output_folder_uri=folder,
+                scanned_files=summary.get("numberOfScannedFiles"),
+                imported_files=summary.get("numberOfImportedFiles"),
+                customer_error_files=summary.get("numberOfFilesWithCustomerError"),
+                server_error_files=summary.get("numberOfFilesWithServerError"),
+                generated_image_sets=summary.get("numberOfGeneratedImageSets"),
+                image_sets=summary.get("imageSetsSummary") or [],
+                **counts,
+            )
+    except aws.AwsError as error:
+        if error.transient:
+            _release_ingestion(job)
+            return float(settings.JOBS_MANIFEST_RETRY_S)
+        return _ingestion_problem(
+            job, f"The job's result files could not be read: {error}"
+        )
+    job.refresh_from_db()
+    audit_record(
+        actor=None,
+        action=AuditEvent.Action.JOB_STATUS_CHANGED,
+        target=job,
+        summary=f"Import job {job.pk}: results read, {job.display_status.lower()} "
+        f"({job.success_count + job.warning_count} imported, {job.failure_count} failed"
+        + (
+            f", {job.non_primary_count} non-primary image sets"
+            if job.non_primary_count
+            else ""
+        )
+        + ")",
+        details={"to": job.status_code, "results": counts},
+    )
+    enqueue_task(JOB_NOTIFY, job.pk)
+    return None
+
+
+def _wait_holding_claim(job: ImportJob) -> float:
+    """Try again in JOBS_MANIFEST_RETRY_S, keeping the claim until then.
+
+    The lease runs out exactly when this task's retry is due, so the poller (which requeues only a
+    PENDING job or an INGESTING one whose lease ran out) adds no second reader meanwhile: one waiter
+    per job, one manifest GET per retry interval, however long the manifest is late.
+    """
+    retry_s = float(settings.JOBS_MANIFEST_RETRY_S)
+    ImportJob.objects.filter(pk=job.pk, results=ImportJob.Results.INGESTING).update(
+        results_lease_until=timezone.now() + timedelta(seconds=retry_s)
+    )
+    return retry_s
+
+
+def _release_ingestion(job: ImportJob) -> None:
+    ImportJob.objects.filter(pk=job.pk, results=ImportJob.Results.INGESTING).update(
+        results=ImportJob.Results.PENDING, results_lease_until=None
+    )
+
+
+def _ingestion_problem(job: ImportJob, note: str) -> float | None:
+    """Give up reading results (said on the page), and still tell the submitter how the job ended."""
+    ImportJob.objects.filter(pk=job.pk).update(
+        results=ImportJob.Results.DONE, results_lease_until=None, results_error=note
+    )
+    job.results_error = note
+    enqueue_task(JOB_NOTIFY, job.pk)
+    return None
+
+
+def _manifest_summary(raw: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        raise ValueError("it is not JSON") from error
+    summary = document.get("jobSummary") if isinstance(document, dict) else None
+    if not isinstance(summary, dict):
+        raise ValueError("it has no jobSummary")
+    clean: dict[str, Any] = {}
+    for name in (
+        "numberOfScannedFiles",
+        "numberOfImportedFiles",
+        "numberOfFilesWithCustomerError",
+        "numberOfFilesWithServerError",
+        "numberOfGeneratedImageSets",
+    ):
+        value = summary.get(name)
+        clean[name] = value if isinstance(value, int) and value >= 0 else None
+    image_sets = summary.get("imageSetsSummary")
+    if isinstance(image_sets, list):
+        clean["imageSetsSummary"] = [
+            {
+                "imageSetId": str(s.get("imageSetId", ""))[:64],
+                "imageSetVersion": s.get("imageSetVersion"),
+                "isPrimary": s.get("isPrimary"),
+                "numberOfMatchedSOPInstances": s.get("numberOfMatchedSOPInstances"),
+            }
+            for s in image_sets
+            if isinstance(s, dict)
+        ]
+    return clean
+
+
+def _ingest_files(
+    job: ImportJob, region: str, bucket: str, prefix: str
+) -> dict[str, int]:
+    counts = {
+        "success_count": 0,
+        "failure_count": 0,
+        "warning_count": 0,
+        "invalid_line_count": 0,
+    }
+    non_primary: set[str] = set()
+    for name, outcome in RESULT_FILES:
+        batch: list[ImportJobResult] = []
+        try:
+            for row in _rows(
+                job,
+                name,
+                outcome,
+                aws.s3_iter_lines(region=region, bucket=bucket, key=prefix + name),
+            ):
+                if row.outcome == ImportJobResult.Outcome.INVALID:
+                    counts["invalid_line_count"] += 1
+                else:
+                    counts[f"{row.outcome}_count"] += 1
+                if row.is_primary is False:
+                    non_primary.add(row.image_set_id)
+                batch.append(row)
+                if len(batch) >= BATCH:
+                    ImportJobResult.objects.bulk_create(batch)
+                    batch = []
+        except aws.NotFound:
+            pass  # WARNING/ exists only when there are warnings
+        if batch:
+            ImportJobResult.objects.bulk_create(batch)
+    counts["non_primary_count"] = len(non_primary)
+    return counts
+
+
+def _member(item: dict[str, Any], name: str) -> dict[str, Any]:
+    value = item.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _rows(
+    job: ImportJob, name: str, outcome: ImportJobResult.Outcome, lines: Iterator[bytes]
+) -> Iterator[ImportJobResult]:
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+            if not isinstance(item, dict) or not isinstance(item.get("inputFile"), str):
+                raise ValueError("no inputFile")
+        except (ValueError, RecursionError):
+            # One bad line must not cost the others: it is kept as a row of its own.
+            yield ImportJobResult(
+                job=job,
+                outcome=ImportJobResult.Outcome.INVALID,
+                line=number,
+                message=f"Line {number} of {name} is not a result line HealthImaging documents; "
+                "it was skipped.",
+            )
+            continue
+        response = _member(item, "importResponse")
+        exception = _member(item, "exception")
+        version = response.get("imageSetVersion")
+        primary = response.get("isPrimary")
+        message = str(exception.get("message") or "")
+        warnings = response.get("warnings")
+        if isinstance(warnings, list):
+            message = "; ".join(
+                f"{w.get('type', 'warning')}: {w.get('message', '')}".strip()
+                for w in warnings
+                if isinstance(w, dict)
+            )
+        yield ImportJobResult(
+            job=job,
+            outcome=outcome,
+            line=number,
+            input_file=item["inputFile"][:1024],
+            image_set_id=str(response.get("imageSetId") or "")[:32],
+            image_set_version=version
+            if isinstance(version, int) and version >= 0
+            else None,
+            is_primary=primary if isinstance(primary, bool) else None,
+            exception_type=str(exception.get("exceptionType") or "")[:128],
+            message=message,
+        )

@@ -1,0 +1,135 @@
+"""The probes behind /healthz and /readyz: cheap, bounded by a timeout each, never calling AWS.
+
+Each probe answers "ok" or a short reason with no patient data and no secret (no URL, no host name
+with credentials): the answer is public, for the load balancer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as ProbeTimeout
+from dataclasses import dataclass
+from datetime import timedelta
+
+from celery import current_app
+from django.conf import settings
+from django.db import connection, connections
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+from imports.models import Heartbeat
+
+logger = logging.getLogger(__name__)
+
+OK = "ok"
+BEAT = "beat"
+
+
+@dataclass(frozen=True)
+class Health:
+    checks: dict[str, str]
+    # The checks whose failure makes the answer 503; the others are reported but do not fail it.
+    required: tuple[str, ...]
+
+    @property
+    def healthy(self) -> bool:
+        return all(self.checks[name] == OK for name in self.required)
+
+
+def beat_heartbeat() -> None:
+    """Record that beat's schedule reached a worker (the task beat sends every HEALTH_BEAT_EVERY_S)."""
+    Heartbeat.objects.update_or_create(name=BEAT, defaults={"at": timezone.now()})
+
+
+def _database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as error:  # any driver's error: the answer is a reason, not a 500
+        return f"unreachable ({type(error).__name__})"
+    finally:
+        connections.close_all()  # the probe ran in its own thread, with its own connection
+    return OK
+
+
+def _broker() -> str:
+    try:
+        with current_app.connection_for_write() as conn:
+            conn.ensure_connection(
+                max_retries=1, timeout=settings.HEALTH_PROBE_TIMEOUT_S
+            )
+            # A connection object can exist without a server behind it: open a channel too.
+            conn.default_channel  # noqa: B018
+    except Exception as error:  # kombu, redis and OS errors alike
+        return f"unreachable ({type(error).__name__})"
+    return OK
+
+
+def _beat() -> str:
+    try:
+        beat = Heartbeat.objects.filter(name=BEAT).values_list("at", flat=True).first()
+    except Exception as error:
+        return f"unknown ({type(error).__name__})"
+    finally:
+        connections.close_all()
+    if beat is None:
+        return "no heartbeat yet"
+    age = timezone.now() - beat
+    if age > timedelta(seconds=settings.HEALTH_BEAT_MAX_AGE_S):
+        return f"last heartbeat {age.total_seconds():.0f} s ago"
+    return OK
+
+
+def _migrations() -> str:
+    try:
+        executor = MigrationExecutor(connection)
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except Exception as error:
+        return f"unknown ({type(error).__name__})"
+    finally:
+        connections.close_all()
+    if pending:
+        return f"{len(pending)} migration{'s' if len(pending) != 1 else ''} not applied"
+    return OK
+
+
+def _run(probes: dict[str, Callable[[], str]]) -> dict[str, str]:
+    """Every probe at once, each in its own thread, each given HEALTH_PROBE_TIMEOUT_S."""
+    timeout = settings.HEALTH_PROBE_TIMEOUT_S
+    pool = ThreadPoolExecutor(max_workers=len(probes), thread_name_prefix="health")
+    futures = {name: pool.submit(probe) for name, probe in probes.items()}
+    answers = {}
+    for name, future in futures.items():
+        try:
+            answers[name] = future.result(timeout=timeout)
+        except ProbeTimeout:
+            answers[name] = f"no answer within {timeout:g} s"
+    # A probe stuck past its timeout is left to finish in its thread; the answer does not wait for it.
+    pool.shutdown(wait=False, cancel_futures=True)
+    return answers
+
+
+def health() -> Health:
+    """/healthz: the database and the broker must answer; beat is reported."""
+    return Health(
+        _run({"database": _database, "broker": _broker, "beat": _beat}),
+        required=("database", "broker"),
+    )
+
+
+def readiness() -> Health:
+    """/readyz: health, and every migration applied."""
+    return Health(
+        _run(
+            {
+                "database": _database,
+                "broker": _broker,
+                "beat": _beat,
+                "migrations": _migrations,
+            }
+        ),
+        required=("database", "broker", "migrations"),
+    )
