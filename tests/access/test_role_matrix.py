@@ -28,8 +28,9 @@ ANONYMOUS, NOBODY = "anonymous", "nobody"
 ROLES = [ANONYMOUS, NOBODY, VIEWER, OPERATOR, ADMINISTRATOR]
 RANK = {role: rank for rank, role in enumerate(ROLES)}
 # A rule: the least role that reaches the view (403 below it), PUBLIC, ADMIN_SITE (the admin's own
-# login page below Administrator), or None when the method is not allowed (405).
-PUBLIC, ADMIN_SITE = "public", "admin site"
+# login page below Administrator), None when the method is not allowed (405, after the login page), or
+# NOT_ALLOWED when a public view refuses the method to anyone, signed in or not (405).
+PUBLIC, ADMIN_SITE, NOT_ALLOWED = "public", "admin site", "not allowed"
 Rule = str | None
 A = ADMIN_SITE
 
@@ -38,6 +39,9 @@ EXPECTED: dict[str, tuple[Rule, Rule]] = {
     "login": (PUBLIC, PUBLIC),
     "logout": (None, PUBLIC),
     "favicon.ico": (PUBLIC, PUBLIC),
+    # Probes for load balancers: no login; a 503 (not healthy) is an answer too.
+    "imports:healthz": (PUBLIC, NOT_ALLOWED),
+    "imports:readyz": (PUBLIC, NOT_ALLOWED),
     "imports:dashboard": (VIEWER, None),
     "imports:browse": (OPERATOR, None),
     "imports:scan_list": (VIEWER, None),
@@ -242,6 +246,8 @@ def _outcome(status: int, location: str) -> str:
 
 
 def _expected(route: Route, rule: Rule, role: str, method: str) -> str:
+    if rule == NOT_ALLOWED:
+        return "405"
     if rule == PUBLIC:
         # Signing out ends on the login page, whoever asked.
         return "login" if route.key == "logout" else "ok"
