@@ -347,6 +347,10 @@ JOBS_SUBMIT_MAX_ATTEMPTS = env.int("JOBS_SUBMIT_MAX_ATTEMPTS", default=0)
 # StartDICOMImportJob's own read timeout: an attempt that times out is "outcome unknown" (AWS may
 # have started the job), so give it longer than the other calls' AWS_READ_TIMEOUT.
 JOBS_SUBMIT_READ_TIMEOUT_S = env.float("JOBS_SUBMIT_READ_TIMEOUT_S", default=60.0)
+# The duplicate-request guard (imports/jobs/derived.py): a job whose datastore, input and mappings equal those
+# of a job confirmed within this many days needs an explicit, audited "import again". 30 days is HealthImaging's
+# minimum billing period for what an import stores, so a duplicate inside it costs the whole period again.
+JOBS_DUPLICATE_WINDOW_DAYS = env.int("JOBS_DUPLICATE_WINDOW_DAYS", default=30)
 JOBS_SUBMIT_BACKOFF_S = env.float("JOBS_SUBMIT_BACKOFF_S", default=1.0)
 JOBS_SUBMIT_BACKOFF_CAP_S = env.float("JOBS_SUBMIT_BACKOFF_CAP_S", default=60.0)
 # How long a submission attempt owns its job; longer than the limiter wait plus one AWS call.

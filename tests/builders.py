@@ -50,9 +50,14 @@ def make_job(
     input_s3_uri: str | None = None,
     job_name: str = "",
     mappings: Iterable[Mapping] = (),
+    import_again: bool = True,
     **fields: Any,
 ) -> ImportJob:
-    """A confirmed job (PENDING, submit enqueued on commit), with `fields` then written to its row."""
+    """A confirmed job (PENDING, submit enqueued on commit), with `fields` then written to its row.
+
+    Most worlds hold several jobs of one request, so the duplicate-request guard is passed by default
+    (`import_again`); its own tests (tests/jobs/test_jobs_submit.py, the confirmation pages) pass False.
+    """
     if request is None:
         request = jobrequest.job_request_build(
             datastore=datastore,
@@ -66,6 +71,7 @@ def make_job(
         datastore=datastore,
         request=request,
         idempotency_key=key or uuid.uuid4().hex,
+        import_again=import_again,
     )
     if fields:
         ImportJob.objects.filter(pk=job.pk).update(**fields)

@@ -31,6 +31,7 @@ def draft_confirm(
     content_hash: str,
     acknowledged_warnings: bool,
     idempotency_key: str,
+    import_again: bool = False,
 ) -> ImportJob:
     """Check everything again, on the server and against S3 as it is now, then create the import job.
 
@@ -38,6 +39,8 @@ def draft_confirm(
     ETag changed since, the confirmation is refused rather than applied to something the user did not see.
     The form's `idempotency_key` makes a second POST of the same page return the job the first one made,
     and a draft confirms once: any later confirmation (Back then Confirm, a second tab) returns its job.
+    A request another job made within the duplicate window raises SameRequest (the claim is rolled back)
+    unless `import_again` says the operator means it.
     """
     existing = ImportJob.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
@@ -99,6 +102,7 @@ def draft_confirm(
             datastore=current.datastore,
             request=request,
             idempotency_key=idempotency_key,
+            import_again=import_again,
         )
         audit_record(
             actor=actor,

@@ -362,6 +362,11 @@ class DraftConfirmForm(DraftVersionForm):
     acknowledge_warnings = forms.BooleanField(
         required=False, label="I have read the warnings and want to import anyway."
     )
+    # Shown only once the duplicate-request guard has refused (imports/jobs/derived.py).
+    import_again = forms.BooleanField(
+        required=False,
+        label="Import it again: I know a job of the last days made this same request.",
+    )
 
 
 class DraftFilterForm(forms.Form):

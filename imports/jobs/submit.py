@@ -27,6 +27,7 @@ from imports.audit.records import Actor, audit_record
 from imports.aws import client as aws
 from imports.enqueue import JOB_NOTIFY, JOB_SUBMIT, enqueue_task
 from imports.jobs import limiter
+from imports.jobs.derived import SameRequest, job_same_request
 from imports.jobs.request import (
     InvalidJobRequest,
     request_mappings,
@@ -54,11 +55,14 @@ def job_create(
     datastore: Datastore,
     request: dict[str, Any],
     idempotency_key: str,
+    import_again: bool = False,
 ) -> ImportJob:
     """Store a confirmed job (PENDING) with its exact request and a fresh clientToken; submit on commit.
 
     A second call with the same `idempotency_key` (a double POST) returns the first call's job.
-    Raises InvalidJobRequest if the request's shape is wrong; nothing is stored then.
+    Raises InvalidJobRequest if the request's shape is wrong, and SameRequest if a job of the last
+    JOBS_DUPLICATE_WINDOW_DAYS made this same request and `import_again` is not given; nothing is stored then.
+    With `import_again`, the audit event names the earlier job.
     """
     existing = ImportJob.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
@@ -66,6 +70,9 @@ def job_create(
     problems = request_problems(request, datastore=datastore)
     if problems:
         raise InvalidJobRequest(problems)
+    earlier = job_same_request(datastore=datastore, request=request)
+    if earlier is not None and not import_again:
+        raise SameRequest(earlier)
     request = copy.deepcopy(request)
     client_token = str(uuid.uuid4())
     digest = request_sha256(request, client_token)
@@ -91,7 +98,12 @@ def job_create(
                 action=AuditEvent.Action.JOB_CREATED,
                 target=job,
                 summary=f"Confirmed import job {job.pk} into “{datastore.name}” from "
-                f"{job.input_s3_uri} ({mapping_count} mapping{'s' if mapping_count != 1 else ''})",
+                f"{job.input_s3_uri} ({mapping_count} mapping{'s' if mapping_count != 1 else ''})"
+                + (
+                    f", importing again what job {earlier.pk} imported"
+                    if earlier
+                    else ""
+                ),
                 details={
                     "sha256": digest,
                     "client_token": client_token,
@@ -99,6 +111,7 @@ def job_create(
                     "input_s3_uri": job.input_s3_uri,
                     "output_s3_uri": request["outputS3Uri"],
                     "mappings": mapping_count,
+                    **({"import_again_of": earlier.pk} if earlier else {}),
                 },
             )
             # With the broker down the job stays PENDING ("waiting for a worker"): beat sends it again.

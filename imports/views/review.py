@@ -142,6 +142,7 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     )
     status = 200
     notice = ""
+    same_request = None
     if request.method == "POST":
         if not request.user.has_perm(EDIT_PERMISSION):
             raise PermissionDenied(EDIT_PERMISSION)
@@ -154,7 +155,10 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
                     content_hash=form.cleaned_data["content_hash"],
                     acknowledged_warnings=form.cleaned_data["acknowledge_warnings"],
                     idempotency_key=str(form.cleaned_data["idempotency_key"]),
+                    import_again=form.cleaned_data["import_again"],
                 )
+            except duplicates.SameRequest as same:
+                status, notice, same_request = 409, str(same), same.job
             except drafts.DraftConflict as conflict:
                 draft, status, notice = conflict.current, 409, str(conflict)
             except drafts.DraftRefused as refused:
@@ -187,6 +191,12 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         )
     problems = drafts.draft_validate(draft=draft)
     request_payload = drafts.draft_request(draft=draft)
+    frozen = drafts.draft_frozen_problem(draft)
+    if same_request is None and not frozen:
+        # Known before pressing Confirm: the box to tick is on the page from the start.
+        same_request = duplicates.job_same_request(
+            datastore=draft.datastore, request=request_payload
+        )
     context = {
         "draft": draft,
         "form": form,
@@ -195,8 +205,11 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "warnings": [p for p in problems if p.severity == "warning"],
         "request_json": json.dumps(request_payload, indent=2),
         "notice": notice,
+        "same_request": same_request,
         "can_edit": request.user.has_perm(EDIT_PERMISSION),
-        "frozen": drafts.draft_frozen_problem(draft),
+        "frozen": frozen,
+        "acknowledged": request.method == "POST"
+        and request.POST.get("acknowledge_warnings") == "on",
         "summary": draft_summary(draft=draft),
         "jobs": draft.jobs.order_by("-created_at")[:5],
         "duplicates": duplicates.job_duplicate_instances(

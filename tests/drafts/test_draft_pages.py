@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -9,10 +10,12 @@ from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from imports.drafts import services as drafts
 from imports.models import (
     AuditEvent,
+    Datastore,
     DraftMapping,
     ImportDraft,
     ImportJob,
@@ -608,6 +611,132 @@ def test_a_confirmed_draft_is_frozen_and_marked_in_the_list(
     assert (
         f'<span class="badge ok">Confirmed</span> <a href="/jobs/{job.pk}/">' in listed
     )
+
+
+def _second_draft_of_the_same_request(alice: User) -> ImportDraft:
+    """A new draft over the same prefix with the same suggested mappings: the same request again."""
+    second = drafts.draft_start(
+        actor=alice,
+        datastore=Datastore.objects.get(),
+        input_s3_uri=INPUT,
+        output_s3_uri=OUTPUT,
+    )
+    drafts.draft_accept_suggestions(draft=second, actor=None, version=1)
+    second.refresh_from_db()
+    return second
+
+
+def test_the_same_request_again_is_refused_until_import_again_is_ticked(
+    client_alice: Client,
+    draft: ImportDraft,
+    alice: User,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    drafts.draft_accept_suggestions(draft=draft, actor=None, version=1)
+    with django_capture_on_commit_callbacks(execute=False):
+        confirm(client_alice, draft, acknowledge_warnings="on")
+    first = ImportJob.objects.get()
+    second = _second_draft_of_the_same_request(alice)
+    # Known before pressing Confirm: the page names the earlier job and offers the box.
+    page = client_alice.get(reverse("imports:draft_confirm", args=[second.pk]))
+    html = page.content.decode()
+    assert 'id="same-request"' in html
+    assert f'<a href="/jobs/{first.pk}/">Import job {first.pk}</a>' in html
+    with django_capture_on_commit_callbacks(execute=False):
+        refused = client_alice.post(
+            reverse("imports:draft_confirm", args=[second.pk]),
+            {"version": second.version, "content_hash": second.content_hash,
+             "idempotency_key": "3a9f6b0e-2c4d-4e8f-9a1b-5c6d7e8f9a0b",
+             "acknowledge_warnings": "on"},
+        )  # fmt: skip
+    assert refused.status_code == 409
+    body = refused.content.decode()
+    assert f"Import job {first.pk} (queued, confirmed " in body
+    assert (
+        "made this same request: the same datastore, input prefix and mappings" in body
+    )
+    # Nothing is lost: the acknowledged warnings stay ticked, and the draft stays open.
+    assert 'name="acknowledge_warnings" checked' in body
+    second.refresh_from_db()
+    assert second.confirmed_at is None
+    assert ImportJob.objects.count() == 1
+    with django_capture_on_commit_callbacks(execute=False):
+        accepted = client_alice.post(
+            reverse("imports:draft_confirm", args=[second.pk]),
+            {"version": second.version, "content_hash": second.content_hash,
+             "idempotency_key": "3a9f6b0e-2c4d-4e8f-9a1b-5c6d7e8f9a0b",
+             "acknowledge_warnings": "on", "import_again": "on"},
+        )  # fmt: skip
+    again = ImportJob.objects.exclude(pk=first.pk).get()
+    assert accepted["Location"] == reverse("imports:job_detail", args=[again.pk])
+    created = AuditEvent.objects.get(action="job.created", target_id=str(again.pk))
+    assert created.details["import_again_of"] == first.pk
+    assert f"importing again what job {first.pk} imported" in created.summary
+
+
+def test_a_request_that_differs_or_a_job_never_submitted_is_no_duplicate(
+    client_alice: Client,
+    draft: ImportDraft,
+    alice: User,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    drafts.draft_accept_suggestions(draft=draft, actor=None, version=1)
+    with django_capture_on_commit_callbacks(execute=False):
+        confirm(client_alice, draft, acknowledge_warnings="on")
+    first = ImportJob.objects.get()
+    second = _second_draft_of_the_same_request(alice)
+    # Other mappings: another import.
+    drafts.draft_unmap(
+        draft=second, actor=alice, version=second.version,
+        mapping_ids=[second.mappings.order_by("pk").values_list("pk", flat=True)[0]],
+    )  # fmt: skip
+    second.refresh_from_db()
+    html = client_alice.get(
+        reverse("imports:draft_confirm", args=[second.pk])
+    ).content.decode()
+    assert 'id="same-request"' not in html
+    # The same mappings as a job that never reached HealthImaging: it imported nothing.
+    third = _second_draft_of_the_same_request(alice)
+    assert (
+        'id="same-request"'
+        in client_alice.get(
+            reverse("imports:draft_confirm", args=[third.pk])
+        ).content.decode()
+    )
+    ImportJob.objects.filter(pk=first.pk).update(status=ImportJob.Status.SUBMIT_FAILED)
+    assert (
+        'id="same-request"'
+        not in client_alice.get(
+            reverse("imports:draft_confirm", args=[third.pk])
+        ).content.decode()
+    )
+    # ...unless its outcome is unknown: AWS may have run it.
+    ImportJob.objects.filter(pk=first.pk).update(outcome_unknown=True)
+    assert (
+        'id="same-request"'
+        in client_alice.get(
+            reverse("imports:draft_confirm", args=[third.pk])
+        ).content.decode()
+    )
+
+
+def test_a_job_older_than_the_window_is_no_duplicate(
+    client_alice: Client,
+    draft: ImportDraft,
+    alice: User,
+    settings: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    drafts.draft_accept_suggestions(draft=draft, actor=None, version=1)
+    with django_capture_on_commit_callbacks(execute=False):
+        confirm(client_alice, draft, acknowledge_warnings="on")
+    second = _second_draft_of_the_same_request(alice)
+    url = reverse("imports:draft_confirm", args=[second.pk])
+    settings.JOBS_DUPLICATE_WINDOW_DAYS = 30
+    ImportJob.objects.update(created_at=timezone.now() - timedelta(days=29))
+    assert 'id="same-request"' in client_alice.get(url).content.decode()
+    ImportJob.objects.update(created_at=timezone.now() - timedelta(days=31))
+    assert 'id="same-request"' not in client_alice.get(url).content.decode()
 
 
 def test_an_open_draft_is_not_frozen(client_alice: Client, draft: ImportDraft) -> None:

@@ -541,3 +541,51 @@ def test_an_inactive_account_is_refused(composer_world: Datastore, carol: User) 
     User.objects.filter(pk=carol.pk).update(is_active=False)
     with pytest.raises(CommandError, match="“carol” is not active"):
         _run("submit", "--datastore", "Composer tests", "--user", "carol")
+
+
+def test_submit_refuses_the_same_request_again_without_allow_duplicate(
+    composer_world: Datastore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = int(_run("submit", "--datastore", "Composer tests").splitlines()[-1])
+    err = io.StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command(
+            "import_job", "submit", "--datastore", "Composer tests", stdout=io.StringIO(),
+            stderr=err,
+        )  # fmt: skip
+    assert caught.value.returncode == 1
+    assert "run again with --allow-duplicate to import it again" in str(caught.value)
+    assert f"Warning: Import job {first} (queued, confirmed " in err.getvalue()
+    assert ImportJob.objects.count() == 1
+
+
+def test_submit_with_allow_duplicate_warns_and_records_the_earlier_job(
+    composer_world: Datastore,
+) -> None:
+    first = int(_run("submit", "--datastore", "Composer tests").splitlines()[-1])
+    err = io.StringIO()
+    out = io.StringIO()
+    call_command(
+        "import_job", "submit", "--datastore", "Composer tests", "--allow-duplicate",
+        stdout=out, stderr=err,
+    )  # fmt: skip
+    again = ImportJob.objects.exclude(pk=first).get()
+    assert out.getvalue().splitlines()[-1] == str(again.pk)
+    assert f"Warning: Import job {first} " in err.getvalue()
+    created = AuditEvent.objects.get(action="job.created", target_id=str(again.pk))
+    assert created.details["import_again_of"] == first
+
+
+def test_submit_with_other_mappings_is_no_duplicate(
+    composer_world: Datastore, tmp_path: Path
+) -> None:
+    _run("submit", "--datastore", "Composer tests")
+    mappings = tmp_path / "mappings.csv"
+    mappings.write_text(
+        f"studyInstanceUID,seriesInstanceUID,metadataFilePath\n{STUDY_A},,{STUDY_FILE}\n"
+    )
+    _run(
+        "submit", "--datastore", "Composer tests", "--mappings", str(mappings),
+        "--accept-warnings",
+    )  # fmt: skip
+    assert ImportJob.objects.count() == 2

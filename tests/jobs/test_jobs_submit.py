@@ -16,6 +16,7 @@ from imports.enqueue import JOB_SUBMIT
 from imports.jobs import limiter
 from imports.jobs import request as jobrequest
 from imports.jobs import submit as jobs
+from imports.jobs.derived import SameRequest
 from imports.mappings.rules import Mapping
 from imports.models import AuditEvent, Datastore, ImportJob, RateLimit
 from localaws.testing import LocalAWSHandle
@@ -108,6 +109,25 @@ def test_a_double_post_with_the_same_key_makes_one_job(
 
 def test_two_confirmations_get_two_different_tokens(datastore: Datastore) -> None:
     assert _create(datastore).client_token != _create(datastore).client_token
+
+
+def test_the_same_request_again_needs_import_again(datastore: Datastore) -> None:
+    first = make_job(datastore, request=_request(datastore), import_again=False)
+    with pytest.raises(SameRequest) as caught:
+        make_job(datastore, request=_request(datastore), import_again=False)
+    assert caught.value.job == first
+    assert ImportJob.objects.count() == 1
+    # The job name and the output prefix do not make it another import; the input does.
+    renamed = {**_request(datastore), "jobName": "other-name"}
+    with pytest.raises(SameRequest):
+        make_job(datastore, request=renamed, import_again=False)
+    elsewhere = {**_request(datastore), "inputS3Uri": datastore.input_s3_uri + "other/"}
+    make_job(datastore, request=elsewhere, import_again=False)
+    again = make_job(datastore, request=_request(datastore), import_again=True)
+    event = AuditEvent.objects.get(
+        action=AuditEvent.Action.JOB_CREATED, target_id=str(again.pk)
+    )
+    assert event.details["import_again_of"] == first.pk
 
 
 def test_a_request_of_the_wrong_shape_is_refused_and_nothing_is_stored(

@@ -2,13 +2,14 @@
 
     import_job validate --datastore NAME [--input s3://…] --mappings FILE.csv [--json] [--user NAME]
     import_job submit --datastore NAME [--input s3://…] [--output s3://…] [--name N] [--mappings FILE.csv]
-                      [--accept-warnings] [--user NAME]
+                      [--accept-warnings] [--allow-duplicate] [--user NAME]
     import_job status ID [--wait] [--json]
     import_job list [--json]
 
 `validate` prints each problem (with --json, one JSON object a line: severity, row, field, code, message) and exits
 0 when there is no error (warnings allowed), 1 otherwise. `submit` runs the same validation, refuses with every
-problem and exit 1 (warnings too, unless --accept-warnings), or creates and enqueues the job and prints its ID alone
+problem and exit 1 (warnings too, unless --accept-warnings; a request a job of the last JOBS_DUPLICATE_WINDOW_DAYS
+already made, unless --allow-duplicate, which still warns on stderr), or creates and enqueues the job and prints its ID alone
 on the last line. Both scan the input prefix first when its latest scan is missing or out of date, as the composer
 does, and record in the audit trail the account of whoever runs them: --user NAME, else the OS user's name.
 `status --wait` exits 0 only for a job completed with no failed file, 1 otherwise (STATUS_EXIT_CODES). Each
@@ -32,6 +33,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from imports.jobs import derived as duplicates
 from imports.jobs import request as jobrequest
 from imports.jobs import submit as jobs
 from imports.mappings.csvfile import CSV_COLUMNS, CsvRefused, mappings_read_csv
@@ -106,6 +108,12 @@ class Command(BaseCommand):
             action="store_true",
             help="submit even though the validation gave warnings (without it, any warning refuses)",
         )
+        submit.add_argument(
+            "--allow-duplicate",
+            action="store_true",
+            help="submit even though a recent job made this same request (same datastore, input and "
+            "mappings); the audit trail records it (without it, such a request is refused)",
+        )
         submit.add_argument("--user", help=USER_HELP)
         status = sub.add_parser(
             "status",
@@ -179,13 +187,36 @@ class Command(BaseCommand):
             job_name=options.get("name") or "",
             mappings=mappings,
         )
-        job = jobs.job_create(
-            actor=actor,
-            draft=None,
-            datastore=datastore,
-            request=request,
-            idempotency_key=options["idempotency_key"] or f"cli-{uuid.uuid4()}",
+        key = options["idempotency_key"] or f"cli-{uuid.uuid4()}"
+        # A key used before answers with its own job (job_create), which is no duplicate of itself.
+        repeated = ImportJob.objects.filter(idempotency_key=key).exists()
+        earlier = (
+            None
+            if repeated
+            else duplicates.job_same_request(datastore=datastore, request=request)
         )
+        if earlier is not None:
+            self.stderr.write(f"Warning: {duplicates.same_request_refusal(earlier)}")
+            if not options["allow_duplicate"]:
+                raise CommandError(
+                    "The job was not submitted: run again with --allow-duplicate to import it again.",
+                    returncode=1,
+                )
+        try:
+            job = jobs.job_create(
+                actor=actor,
+                draft=None,
+                datastore=datastore,
+                request=request,
+                idempotency_key=key,
+                import_again=options["allow_duplicate"],
+            )
+        except duplicates.SameRequest as same:
+            # Another submission of this request landed in between.
+            raise CommandError(
+                f"The job was not submitted: {same} Run again with --allow-duplicate to import it again.",
+                returncode=1,
+            ) from None
         self.stdout.write(
             f"Import job {job.pk} into “{datastore.name}”: {job.display_status.lower()}; "
             f"follow it with: python manage.py import_job status {job.pk} --wait"
