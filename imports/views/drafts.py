@@ -178,6 +178,7 @@ def _composer_response(
     refusal: str = "",
     refusal_problems: list[Any] | None = None,
     settings_form: DraftSettingsForm | None = None,
+    undo: dict[str, str] | None = None,
 ) -> HttpResponse:
     # The pages shown, from the link (GET) or carried by the change's form (POST).
     pages = composer_pages(request)
@@ -194,6 +195,7 @@ def _composer_response(
         if draft.confirmed_at
         else None,
         "refusal": refusal,
+        "undo": undo,
         "refusal_problems": refusal_problems or [],
         "refusal_place": _refusal_place(request, draft, status) if refusal else "",
         # A refused change keeps what was typed and ticked in its form.
@@ -249,9 +251,17 @@ def draft_progress(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _changed(
-    request: HtmxHttpRequest, draft: ImportDraft, change: Any, **kwargs: Any
+    request: HtmxHttpRequest,
+    draft: ImportDraft,
+    change: Any,
+    *,
+    undo: dict[str, str] | None = None,
+    **kwargs: Any,
 ) -> HttpResponse:
-    """Run one change; answer the composer (htmx) or redirect, or show why nothing was saved."""
+    """Run one change; answer the composer (htmx) or redirect, or show why nothing was saved.
+
+    `undo` (a removal's): what the answer offers to put back with one press.
+    """
     try:
         updated = change(draft=draft, actor=request.user, **kwargs)
     except drafts.DraftConflict as conflict:
@@ -267,7 +277,7 @@ def _changed(
             refusal_problems=refused.problems,
         )
     if request.htmx:
-        return _composer_response(request, updated)
+        return _composer_response(request, updated, undo=undo)
     return _back_to_composer(request, draft)
 
 
@@ -352,10 +362,19 @@ def draft_unmap(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     form = DraftUnmapForm(request.POST)
     if not form.is_valid():
         return _form_refused(request, draft, form)
+    removed = draft.mappings.filter(pk=form.cleaned_data["mapping"]).first()
     return _changed(
         request,
         draft,
         drafts.draft_unmap,
+        # The answer offers to put it back: the same file on the same study or series (draft_assign).
+        undo={
+            "target": f"{removed.study_instance_uid}|{removed.series_instance_uid}",
+            "path": removed.metadata_file_path,
+            "level": "series" if removed.series_instance_uid else "study",
+        }
+        if removed is not None
+        else None,
         version=form.cleaned_data["version"],
         mapping_ids=[form.cleaned_data["mapping"]],
     )
@@ -431,9 +450,16 @@ def draft_refresh_index(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return redirect("imports:draft_detail", pk=draft.pk)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def draft_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET asks (a deleted draft cannot come back); POST deletes."""
     draft = _editable_draft(request, pk)
+    if request.method == "GET":
+        return render(
+            request,
+            "imports/draft_delete.html",
+            {"draft": draft, "mappings": draft.mappings.count()},
+        )
     drafts.draft_delete(draft=draft, actor=request.user)
     messages.success(request, "The draft was deleted.")
     return redirect("imports:draft_list")

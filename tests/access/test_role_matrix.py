@@ -64,7 +64,7 @@ EXPECTED: dict[str, tuple[Rule, Rule]] = {
     "imports:draft_export": (VIEWER, None),
     "imports:draft_settings": (None, OPERATOR),
     "imports:draft_refresh_index": (None, OPERATOR),
-    "imports:draft_delete": (None, OPERATOR),
+    "imports:draft_delete": (OPERATOR, OPERATOR),
     "imports:draft_preview": (VIEWER, None),
     "imports:draft_reveal": (None, OPERATOR),
     "imports:draft_confirm": (VIEWER, OPERATOR),

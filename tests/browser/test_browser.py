@@ -236,6 +236,16 @@ def test_on_the_demo_data_an_operator_composes_previews_and_confirms_an_import(
     page.wait_for_selector(
         f"#mappings >> text={democorpus.MALFORMED_METADATA_FILE}", state="detached"
     )
+    # A removal offers its undo; undone, the mapping is back, and removed again for the rest of the walk.
+    assert democorpus.MALFORMED_METADATA_FILE in page.inner_text("#undo")
+    page.click("#undo >> text=Undo")
+    page.wait_for_selector(f"#mappings >> text={democorpus.MALFORMED_METADATA_FILE}")
+    page.locator("tr.study-row", has_text=abdomen.study_instance_uid).locator(
+        "button:has-text('Remove')"
+    ).click()
+    page.wait_for_selector(
+        f"#mappings >> text={democorpus.MALFORMED_METADATA_FILE}", state="detached"
+    )
     assert page.locator("#mappings .badge.err").count() == 0
 
     page.click("text=Preview headers")

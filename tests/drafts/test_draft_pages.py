@@ -739,6 +739,46 @@ def test_a_job_older_than_the_window_is_no_duplicate(
     assert 'id="same-request"' not in client_alice.get(url).content.decode()
 
 
+def test_a_removed_mapping_can_be_put_back_with_one_press(
+    client_alice: Client, draft: ImportDraft
+) -> None:
+    drafts.draft_assign(
+        draft=draft,
+        actor=None,
+        version=1,
+        targets=[(STUDY_A, SERIES_A2)],
+        path=SERIES_FILE,
+    )
+    draft.refresh_from_db()
+    mapping = draft.mappings.get()
+    answer = client_alice.post(
+        reverse("imports:draft_unmap", args=[draft.pk]),
+        {"version": draft.version, "mapping": mapping.pk},
+        headers={"HX-Request": "true"},
+    )
+    html = answer.content.decode()
+    assert not draft.mappings.exists()
+    assert 'id="undo"' in html
+    assert f'name="target" value="{STUDY_A}|{SERIES_A2}"' in html
+    assert f'name="path" value="{SERIES_FILE}"' in html
+    draft.refresh_from_db()
+    # The undo form is a plain assign of the same file to the same series, at the new version.
+    undone = client_alice.post(
+        reverse("imports:draft_assign", args=[draft.pk]),
+        {
+            "version": draft.version,
+            "target": f"{STUDY_A}|{SERIES_A2}",
+            "path": SERIES_FILE,
+        },
+        headers={"HX-Request": "true"},
+    )
+    assert undone.status_code == 200
+    assert list(
+        draft.mappings.values_list("series_instance_uid", "metadata_file_path")
+    ) == [(SERIES_A2, SERIES_FILE)]
+    assert 'id="undo"' not in undone.content.decode()
+
+
 def test_an_open_draft_is_not_frozen(client_alice: Client, draft: ImportDraft) -> None:
     drafts.draft_accept_suggestions(draft=draft, actor=None, version=1)
     html = client_alice.get(
@@ -791,6 +831,11 @@ def test_the_drafts_page_lists_validity_and_a_delete_is_audited(
     with django_assert_max_num_queries(8):
         content = client_alice.get(reverse("imports:draft_list")).content.decode()
     assert "1 error" in content
+    # Asked first: the GET deletes nothing, says what goes, and posts back to itself.
+    asked = client_alice.get(reverse("imports:draft_delete", args=[draft.pk]))
+    assert "cannot be brought back" in asked.content.decode()
+    assert "deleted with its 1 mapping, and" in asked.content.decode()
+    assert ImportDraft.objects.filter(pk=draft.pk).exists()
     response = client_alice.post(reverse("imports:draft_delete", args=[draft.pk]))
     assert response.status_code == 302
     assert not ImportDraft.objects.exists()
