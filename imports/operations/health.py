@@ -19,7 +19,7 @@ from django.db import connection, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-from imports.models import Heartbeat
+from imports.models import Heartbeat, ImportJob, Scan
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,47 @@ class Health:
 def beat_heartbeat() -> None:
     """Record that beat's schedule reached a worker (the task beat sends every HEALTH_BEAT_EVERY_S)."""
     Heartbeat.objects.update_or_create(name=BEAT, defaults={"at": timezone.now()})
+
+
+@dataclass(frozen=True)
+class WorkerSilence:
+    """Work waits in the queue and no worker has answered beat's heartbeat for `seconds`."""
+
+    seconds: int
+    scans: int
+    jobs: int
+
+
+def worker_silence() -> WorkerSilence | None:
+    """Queued work that nothing consumes: a heartbeat older than HEALTH_BEAT_MAX_AGE_S, and work waiting longer.
+
+    Both must hold. A stale heartbeat with nothing queued troubles no one on the dashboard (/healthz reports it),
+    and queued work with a fresh heartbeat is only waiting its turn. With no heartbeat ever recorded, the silence
+    counts from the oldest waiting item. Three cheap queries; no broker call, so a page never waits for it.
+    """
+    max_age = timedelta(seconds=settings.HEALTH_BEAT_MAX_AGE_S)
+    now = timezone.now()
+    beat = Heartbeat.objects.filter(name=BEAT).values_list("at", flat=True).first()
+    if beat is not None and now - beat <= max_age:
+        return None
+    waiting_scans = Scan.objects.filter(
+        status=Scan.Status.QUEUED, created_at__lt=now - max_age
+    )
+    waiting_jobs = ImportJob.objects.filter(
+        status=ImportJob.Status.PENDING, created_at__lt=now - max_age
+    )
+    scans, jobs = waiting_scans.count(), waiting_jobs.count()
+    if not scans and not jobs:
+        return None
+    if beat is None:
+        oldest = [
+            waiting.order_by("created_at").values_list("created_at", flat=True).first()
+            for waiting in (waiting_scans, waiting_jobs)
+        ]
+        since = min(at for at in oldest if at is not None)
+    else:
+        since = beat
+    return WorkerSilence(int((now - since).total_seconds()), scans, jobs)
 
 
 def _database() -> str:

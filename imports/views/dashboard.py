@@ -8,6 +8,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from imports.models import AuditEvent, Datastore, ImportJob, Scan
+from imports.operations.health import worker_silence
 from imports.views.common import permission_required
 
 
@@ -29,6 +30,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "datastores": datastores,
         "recent_events": recent_events,
         "recent_scans": recent_scans,
+        "worker_silence": worker_silence(),
     }
     if request.user.has_perm("imports.view_importjob"):
         context.update(
