@@ -99,8 +99,14 @@ def _database() -> str:
 def _broker() -> str:
     try:
         with current_app.connection_for_write() as conn:
+            # One quick retry: kombu's default waits 2 s first, as long as the whole probe may take,
+            # and a refused connection then read "no answer" instead of "unreachable".
             conn.ensure_connection(
-                max_retries=1, timeout=settings.HEALTH_PROBE_TIMEOUT_S
+                max_retries=1,
+                interval_start=0,
+                interval_step=0.25,
+                interval_max=0.25,
+                timeout=settings.HEALTH_PROBE_TIMEOUT_S,
             )
             # A connection object can exist without a server behind it: open a channel too.
             conn.default_channel  # noqa: B018

@@ -17,7 +17,8 @@ SAMPLE_VALUES = {
     "path": "x/y",
 }
 # The admin site has its own login form; it signs in against the same accounts.
-PUBLIC = {"/accounts/login/", "/admin/login/", "/favicon.ico"}
+# The sign-in pages, the icon, and the probes for load balancers (tests/operations/test_health.py).
+PUBLIC = {"/accounts/login/", "/admin/login/", "/favicon.ico", "/healthz", "/readyz"}
 
 
 def all_urls() -> Iterator[str]:
