@@ -32,22 +32,13 @@ def broker_away() -> Iterator[None]:
         None,
         None,
     )
-    _drop_the_connection_pool()
+    # The probe opens a connection of its own from the configuration (connection_for_write). The app's
+    # pool is left alone: kombu keeps pools in a process-wide registry, and a closed one stays closed
+    # ("Acquire on closed pool" for every task sent later in this process).
     try:
         yield
     finally:
         conf.broker_url, conf.broker_transport, conf.broker_write_url = previous
-        _drop_the_connection_pool()
-
-
-def _drop_the_connection_pool() -> None:
-    """Close the app's broker pool and forget it: the next use builds one for the broker configured then.
-
-    A closed pool stays closed ("Acquire on closed pool" for every later task sent in this process), so it
-    must be dropped as well as closed.
-    """
-    current_app.pool.force_close_all()  # type: ignore[attr-defined]
-    current_app._pool = None  # type: ignore[attr-defined]
 
 
 def test_healthz_needs_no_login_and_names_each_probe(client: Client) -> None:
