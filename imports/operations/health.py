@@ -104,8 +104,8 @@ def _broker() -> str:
             conn.ensure_connection(
                 max_retries=1,
                 interval_start=0,
-                interval_step=0.25,
-                interval_max=0.25,
+                interval_step=1,
+                interval_max=1,
                 timeout=settings.HEALTH_PROBE_TIMEOUT_S,
             )
             # A connection object can exist without a server behind it: open a channel too.
