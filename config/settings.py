@@ -12,6 +12,7 @@ from pathlib import Path
 
 import django_stubs_ext
 import environ
+from kombu import Queue
 
 # Lets `admin.ModelAdmin[Datastore]` and friends be subscripted at run time, for the type checker.
 django_stubs_ext.monkeypatch()
@@ -103,6 +104,10 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default has the web process, a worker and beat writing one file: a writer waits up to
+    # 20 s for another's lock (SQLite's default is 5 s, which a busy laptop's worker outlasted).
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
 # Per-process memory by default; CACHE_URL=redis://... shares it between gunicorn workers.
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 # Sessions are read through the cache when the cache is shared by every process (Redis, Memcached), so
@@ -296,6 +301,20 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float(
     "CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", default=0.0
 )
+# Four queues, so that one kind of work never waits behind another (README, "Queues"): `scan` (reading
+# prefixes), `submit` (StartDICOMImportJob behind the shared limiter), `poll` (tracking AWS jobs, reading their
+# results, the external-job sync, notifications) and `default` (beat's housekeeping). A worker started without
+# -Q consumes all four; a deployment can give each its own workers (`celery -A config worker -Q submit`).
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES = [Queue(name) for name in ("default", "scan", "submit", "poll")]
+CELERY_TASK_ROUTES = {
+    "imports.scan_prefix": {"queue": "scan"},
+    "imports.job_submit": {"queue": "submit"},
+    "imports.jobs_poll": {"queue": "poll"},
+    "imports.job_ingest_results": {"queue": "poll"},
+    "imports.jobs_sync_external": {"queue": "poll"},
+    "imports.job_notify": {"queue": "poll"},
+}
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "recover-stalled-scans": {
         "task": "imports.scans_recover_stalled",
@@ -360,6 +379,14 @@ JOBS_PENDING_REQUEUE_S = env.int("JOBS_PENDING_REQUEUE_S", default=60)
 JOBS_REQUEUE_BATCH = env.int("JOBS_REQUEUE_BATCH", default=100)
 # Polling: GetDICOMImportJob calls per beat run (every 2 s: at most 10/s, well under AWS's 25/s).
 JOBS_POLL_BUDGET = env.int("JOBS_POLL_BUDGET", default=20)
+# A poll's AWS time is bounded within the task's 120 s soft limit: each GetDICOMImportJob gets
+# JOBS_POLL_ATTEMPTS tries of JOBS_POLL_READ_TIMEOUT_S, the run stops asking after JOBS_POLL_TIME_BUDGET_S or after
+# JOBS_POLL_FAILURES_TO_STOP failures in a row (HealthImaging away: the next poll, 2 s later, tries again), and only
+# one poll runs at a time (imports/jobs/leases.py).
+JOBS_POLL_ATTEMPTS = env.int("JOBS_POLL_ATTEMPTS", default=2)
+JOBS_POLL_READ_TIMEOUT_S = env.float("JOBS_POLL_READ_TIMEOUT_S", default=10.0)
+JOBS_POLL_TIME_BUDGET_S = env.float("JOBS_POLL_TIME_BUDGET_S", default=60.0)
+JOBS_POLL_FAILURES_TO_STOP = env.int("JOBS_POLL_FAILURES_TO_STOP", default=3)
 JOBS_POLL_FIRST_S = env.float("JOBS_POLL_FIRST_S", default=2.0)
 # The output manifest can appear after the job ends: retry NoSuchKey every RETRY_S for WAIT_S.
 JOBS_MANIFEST_WAIT_S = env.int("JOBS_MANIFEST_WAIT_S", default=120)

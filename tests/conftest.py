@@ -18,6 +18,7 @@ from typing import NoReturn
 
 import pytest
 from django.apps import apps as django_apps
+from django.conf import settings as django_settings
 from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.test import Client
@@ -157,13 +158,15 @@ def celery_worker_process(
 ) -> Iterator[WorkerProcess]:
     """A `celery worker` in its own process, on the configured broker, the test database and localaws.
 
-    It consumes the default queue, where the app's tasks go, and a queue of its own for the
+    It consumes the app's queues, where its tasks go, and a queue of its own for the
     round-trip test. Tests have a broker folder of their own (tests/settings.py), so a demo running
     on the same machine never takes their messages.
     """
     with django_db_blocker.unblock():  # type: ignore[attr-defined]
         database_url = _database_url_for_worker()
     queue = f"tests-{uuid.uuid4().hex[:8]}"
+    # The app's four queues (config/settings.py CELERY_TASK_QUEUES), and the round-trip test's own.
+    queues = [queue, *(q.name for q in django_settings.CELERY_TASK_QUEUES)]
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     env = {
         **os.environ,
@@ -174,7 +177,7 @@ def celery_worker_process(
         **_localaws_environment(),
     }
     command = [
-        sys.executable, "-m", "celery", "-A", "config", "worker", "-P", "solo", "-Q", f"{queue},celery",
+        sys.executable, "-m", "celery", "-A", "config", "worker", "-P", "solo", "-Q", ",".join(queues),
         "-I", "tests.worker_tasks", "--without-gossip", "--without-mingle", "--without-heartbeat",
         "-l", "INFO", "-n", f"{queue}@%h",
     ]  # fmt: skip

@@ -264,6 +264,21 @@ def healthimaging_submit_client(region: str) -> HealthImagingClient:
     return client
 
 
+def healthimaging_poll_client(region: str) -> HealthImagingClient:
+    """The poller's client: JOBS_POLL_ATTEMPTS tries of JOBS_POLL_READ_TIMEOUT_S each.
+
+    The default client may spend 5 attempts of 30 s on one GetDICOMImportJob during a brown-out, more than
+    the poll task's time limit; a poll asks again 2 s later anyway, so one call is kept short.
+    """
+    client: HealthImagingClient = _client(
+        "medical-imaging",
+        region,
+        settings.JOBS_POLL_ATTEMPTS,
+        settings.JOBS_POLL_READ_TIMEOUT_S,
+    )
+    return client
+
+
 @functools.cache
 def _ranged_getter(region: str) -> RangedGetter:
     # A session of its own, as for each client: its credential chain (environment, profile, roles) is
@@ -367,12 +382,14 @@ def _job_info(properties: Any) -> ImportJobInfo:
 
 
 def import_job_describe(
-    *, region: str, datastore_id: str, job_id: str
+    *, region: str, datastore_id: str, job_id: str, for_poll: bool = False
 ) -> ImportJobInfo:
+    """GetDICOMImportJob. `for_poll`: with the poller's bounded client (healthimaging_poll_client)."""
+    client = (
+        healthimaging_poll_client(region) if for_poll else healthimaging_client(region)
+    )
     try:
-        response = healthimaging_client(region).get_dicom_import_job(
-            datastoreId=datastore_id, jobId=job_id
-        )
+        response = client.get_dicom_import_job(datastoreId=datastore_id, jobId=job_id)
     except _AWS_ERRORS as error:
         raise _translate(error, f"GetDICOMImportJob {job_id}") from error
     return _job_info(response["jobProperties"])

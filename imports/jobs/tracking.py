@@ -9,6 +9,7 @@ results are read by imports.jobs.results.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from django.utils import timezone
 from imports.audit.records import audit_record
 from imports.aws import client as aws
 from imports.enqueue import JOB_INGEST_RESULTS, enqueue_task
+from imports.jobs import leases
 from imports.jobs.submit import job_status_audit, jobs_release_queued
 from imports.models import AuditEvent, Datastore, ImportJob
 
@@ -41,8 +43,25 @@ def poll_interval(job: ImportJob, now: datetime) -> timedelta:
 
 
 def jobs_poll() -> int:
-    """Ask AWS about every running job that is due; returns the number of GetDICOMImportJob calls."""
+    """Ask AWS about every running job that is due; returns the number of GetDICOMImportJob calls.
+
+    One poll at a time (a lease), each bounded in time: see JOBS_POLL_* in config/settings.py.
+    """
+    # The lease outlives the task's hard time limit, so a killed poll is replaced, never doubled.
+    with leases.lease_held(POLL_LEASE, seconds=POLL_LEASE_S) as held:
+        if not held:
+            logger.info("Another poll is running; this one stops")
+            return 0
+        return _poll_due()
+
+
+POLL_LEASE = "jobs_poll"
+POLL_LEASE_S = 150.0  # the poll task's time_limit (imports/tasks.py)
+
+
+def _poll_due() -> int:
     now = timezone.now()
+    started = time.monotonic()
     due = list(
         ImportJob.objects.filter(status__in=ImportJob.AT_AWS)
         .exclude(aws_job_id="")
@@ -50,8 +69,20 @@ def jobs_poll() -> int:
         .select_related("datastore")
         .order_by(F("next_poll_at").asc(nulls_first=True))[: settings.JOBS_POLL_BUDGET]
     )
-    calls = 0
+    calls = failures_in_a_row = 0
     for job in due:
+        if time.monotonic() - started > settings.JOBS_POLL_TIME_BUDGET_S:
+            logger.warning(
+                "Poll time budget spent; %s jobs wait for the next poll",
+                len(due) - calls,
+            )
+            break
+        if failures_in_a_row >= settings.JOBS_POLL_FAILURES_TO_STOP:
+            logger.warning(
+                "HealthImaging is away (%s failed calls in a row); the next poll tries again",
+                failures_in_a_row,
+            )
+            break
         # Moving next_poll_at forward is the claim: two pollers overlapping never ask twice.
         if not ImportJob.objects.filter(
             pk=job.pk, status=job.status, next_poll_at=job.next_poll_at
@@ -63,10 +94,15 @@ def jobs_poll() -> int:
                 region=job.datastore.region,
                 datastore_id=job.datastore.datastore_id,
                 job_id=job.aws_job_id,
+                for_poll=True,
             )
         except aws.AwsError as error:
             logger.warning("Polling import job %s failed: %s", job.pk, error.code)
+            # Only what says HealthImaging is away (throttling, 5xx, no answer) counts towards
+            # stopping; a job AWS no longer knows says nothing about the others.
+            failures_in_a_row = failures_in_a_row + 1 if error.transient else 0
             continue
+        failures_in_a_row = 0
         job_apply_aws_status(job, info)
     _requeue_lost_ingestions(now)
     return calls

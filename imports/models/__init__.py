@@ -12,7 +12,7 @@ from imports.models.datastores import (
 )
 from imports.models.drafts import DraftMapping, ImportDraft
 from imports.models.jobs import ImportJob, ImportJobResult, RateLimit
-from imports.models.operations import Heartbeat
+from imports.models.operations import Heartbeat, TaskLease
 from imports.models.scans import (
     ObjectHeader,
     ObjectHeaderQuerySet,
@@ -33,6 +33,7 @@ __all__ = [
     "AuditEventQuerySet",
     "Datastore",
     "Heartbeat",
+    "TaskLease",
     "DraftMapping",
     "ImportDraft",
     "ImportJob",
