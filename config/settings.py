@@ -317,6 +317,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": env.float("HEALTH_BEAT_EVERY_S", default=15.0),
     },
 }
+# Whether the append-only triggers let `manage.py flush` empty the audit table (imports/audit/guard.py).
+# Deliberately not read from the environment: only tests/settings.py turns it on.
+AUDIT_MAINTENANCE_BYPASS = False
 # /healthz and /readyz (imports/operations/health.py): each probe's timeout, and the age past which
 # beat's heartbeat is reported stale (beat sends one every HEALTH_BEAT_EVERY_S).
 HEALTH_PROBE_TIMEOUT_S = env.float("HEALTH_PROBE_TIMEOUT_S", default=2.0)

@@ -29,7 +29,7 @@ from imports.audit.chain import (
     canonical_json_value,
     event_hash,
 )
-from imports.audit.guard import chain_lock, guards_missing
+from imports.audit.guard import chain_lock, guards_missing, guards_weakened
 from imports.models import AuditEvent
 
 # Who did something: a signed-in user, or nobody (the CLI, a beat task) recorded as "system".
@@ -280,6 +280,8 @@ class ChainReport:
     last_hash: str
     broken: BrokenLink | None
     missing_triggers: list[str] = field(default_factory=list)
+    # A maintenance bypass found outside test settings (imports.audit.guard.guards_weakened).
+    weakened_guards: list[str] = field(default_factory=list)
 
 
 def audit_verify() -> ChainReport:
@@ -320,4 +322,5 @@ def audit_verify() -> ChainReport:
         last_hash=expected_previous,
         broken=broken,
         missing_triggers=guards_missing(connection),
+        weakened_guards=guards_weakened(connection),
     )
