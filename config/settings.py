@@ -7,11 +7,15 @@ and with nothing configured the app runs on SQLite and a file-system Celery brok
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
 import django_stubs_ext
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 # Lets `admin.ModelAdmin[Datastore]` and friends be subscripted at run time, for the type checker.
 django_stubs_ext.monkeypatch()
@@ -29,6 +33,29 @@ if DEBUG:
 else:
     # No default on purpose: a production instance must not start with a guessable key.
     SECRET_KEY = env.str("DJANGO_SECRET_KEY")
+
+# The audit trail's HMAC key (imports/audit/chain.py). Kept outside the database on purpose: whoever owns
+# the database can rewrite events, but cannot recompute their keyed hashes without it. Production refuses
+# to start without one (the conservative choice: a trail hashed without a secret proves nothing, and a
+# system check would still let `runserver`, Celery or a `--skip-checks` command write such events).
+# DEBUG (the demo) derives one from SECRET_KEY and says so.
+AUDIT_KEY = env.str("DJANGO_AUDIT_KEY", default="")
+AUDIT_KEY_MIN_LENGTH = 32
+if not AUDIT_KEY and DEBUG:
+    AUDIT_KEY = hmac.new(
+        SECRET_KEY.encode(), b"imports audit chain (DEBUG only)", hashlib.sha256
+    ).hexdigest()
+    warnings.warn(
+        "DJANGO_AUDIT_KEY is not set: the audit trail is keyed with a key derived from "
+        "DJANGO_SECRET_KEY, acceptable for the demo only (DEBUG). Set DJANGO_AUDIT_KEY in production.",
+        stacklevel=1,
+    )
+elif len(AUDIT_KEY) < AUDIT_KEY_MIN_LENGTH:
+    raise ImproperlyConfigured(
+        f"DJANGO_AUDIT_KEY must be set to a secret of at least {AUDIT_KEY_MIN_LENGTH} characters "
+        "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`), kept outside the "
+        "database: the audit trail's hashes are keyed with it."
+    )
 
 ALLOWED_HOSTS = env.list(
     "DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"]

@@ -10,6 +10,9 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-not-a-secret")
+# A fixed audit key, whatever the environment says: tests/audit/test_chain_stability.py pins hashes made with it.
+TEST_AUDIT_KEY = "tests-only-audit-key-not-a-secret-0123456789"
+os.environ["DJANGO_AUDIT_KEY"] = TEST_AUDIT_KEY
 # The test client and the live server speak plain HTTP.
 os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "false")
 # The tests run localaws (and the worker they start reads these settings too).

@@ -30,6 +30,7 @@ from imports.audit.chain import (
     event_hash,
 )
 from imports.audit.guard import chain_lock, guards_missing, guards_weakened
+from imports.audit.keys import audit_key
 from imports.models import AuditEvent
 
 # Who did something: a signed-in user, or nobody (the CLI, a beat task) recorded as "system".
@@ -125,6 +126,7 @@ def audit_record(
             or GENESIS
         )
         event.hash = event_hash(
+            key=audit_key(),
             previous_hash=event.previous_hash,
             fields={name: getattr(event, name) for name in HASHED_FIELDS},
         )
@@ -285,7 +287,8 @@ class ChainReport:
 
 
 def audit_verify() -> ChainReport:
-    """Recompute the chain from the first event; stop at the first event that does not fit."""
+    """Recompute the keyed chain from the first event; stop at the first event that does not fit."""
+    key = audit_key()
     expected_previous, previous_id, count = GENESIS, None, 0
     rows = (
         AuditEvent.objects.order_by("id")
@@ -296,11 +299,12 @@ def audit_verify() -> ChainReport:
     for row in rows:
         count += 1
         problems = []
-        recomputed = event_hash(previous_hash=row["previous_hash"], fields=row)
+        recomputed = event_hash(key=key, previous_hash=row["previous_hash"], fields=row)
         if recomputed != row["hash"]:
             problems.append(
                 "its content no longer matches its hash: a field was changed after it was "
-                f"written (stored hash {row['hash'][:16]}…, content hashes to {recomputed[:16]}…)"
+                f"written, or the hash was recomputed without the audit key (stored hash "
+                f"{row['hash'][:16]}…, content hashes to {recomputed[:16]}…)"
             )
         if row["previous_hash"] != expected_previous:
             before = (
