@@ -344,6 +344,14 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": env.float("HEALTH_BEAT_EVERY_S", default=15.0),
     },
 }
+# The audit trail's head, signed with AUDIT_KEY, written to the log (and to S3 when AUDIT_CHECKPOINT_S3_URI
+# names a prefix, one object per checkpoint) so that `verify_audit --checkpoints` can find a trail cut short.
+AUDIT_CHECKPOINT_EVERY_S = env.float("AUDIT_CHECKPOINT_EVERY_S", default=3600.0)
+AUDIT_CHECKPOINT_S3_URI = env.str("AUDIT_CHECKPOINT_S3_URI", default="")
+CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
+    "task": "imports.audit_checkpoint",
+    "schedule": AUDIT_CHECKPOINT_EVERY_S,
+}
 # Whether the append-only triggers let `manage.py flush` empty the audit table (imports/audit/guard.py).
 # Deliberately not read from the environment: only tests/settings.py turns it on.
 AUDIT_MAINTENANCE_BYPASS = False

@@ -29,6 +29,8 @@ from config.settings import BASE_DIR, DATABASES, STORAGES  # noqa: E402
 # Django's transactional tests flush the database between tests: the append-only triggers let that one
 # command empty the audit table here, and nowhere else (imports/audit/guard.py).
 AUDIT_MAINTENANCE_BYPASS = True
+# Checkpoints go to the log only, unless a test names a prefix.
+AUDIT_CHECKPOINT_S3_URI = ""
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # The manifest storage needs `collectstatic` first; tests serve static files from the source tree.
