@@ -279,6 +279,8 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
         # django-axes logs every sign-in at INFO; lockouts come at WARNING.
         "axes": {"level": "WARNING"},
+        # The audit checkpoints are logged at INFO whatever DJANGO_LOG_LEVEL says: the log is where they are kept.
+        "imports.operations.audit_checkpoints": {"level": "INFO"},
     },
 }
 
@@ -348,7 +350,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 # names a prefix, one object per checkpoint) so that `verify_audit --checkpoints` can find a trail cut short.
 AUDIT_CHECKPOINT_EVERY_S = env.float("AUDIT_CHECKPOINT_EVERY_S", default=3600.0)
 AUDIT_CHECKPOINT_S3_URI = env.str("AUDIT_CHECKPOINT_S3_URI", default="")
-CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
+CELERY_BEAT_SCHEDULE["checkpoint-the-audit-trail"] = {
     "task": "imports.audit_checkpoint",
     "schedule": AUDIT_CHECKPOINT_EVERY_S,
 }

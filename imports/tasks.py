@@ -107,7 +107,13 @@ def beat_heartbeat() -> None:
     health.beat_heartbeat()
 
 
-@shared_task(name="imports.audit_checkpoint", ignore_result=True, expires=600)
+@shared_task(
+    name="imports.audit_checkpoint",
+    ignore_result=True,
+    soft_time_limit=120,
+    time_limit=150,
+    expires=600,
+)
 def audit_checkpoint() -> None:
     # Each run writes a new checkpoint of the head as it is then: a duplicate delivery adds one more, harmlessly.
     audit_checkpoints.audit_checkpoint_write()

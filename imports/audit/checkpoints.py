@@ -114,12 +114,19 @@ def checkpoints_parse(lines: Iterable[str], *, source: str) -> list[Checkpoint]:
     """
     key = audit_key()
     found = []
+    marker = KIND + " {"
     for number, line in enumerate(lines, start=1):
-        if KIND not in line or "{" not in line:
+        # A log line carries `audit-checkpoint {...}`; a checkpoint object or a file of them, the JSON alone.
+        # Anything else (beat's "Sending due task ...", the worker's lines) is skipped.
+        if marker in line:
+            text = line[line.index(marker) + len(KIND) + 1 :]
+        elif line.lstrip().startswith("{") and KIND in line:
+            text = line
+        else:
             continue
         where = f"{source}, line {number}"
         try:
-            data = json.loads(line[line.index("{") :])
+            data = json.loads(text)
             checkpoint = Checkpoint(
                 event_id=int(data["event_id"]),
                 events=int(data["events"]),

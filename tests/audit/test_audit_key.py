@@ -31,6 +31,7 @@ from imports.audit.keys import audit_key
 from imports.audit.records import audit_record
 from imports.models import AuditEvent
 from imports.operations.audit_checkpoints import audit_checkpoint_write
+from imports.phi_logging import PhiRedactingFilter
 from localaws.testing import LocalAWSHandle
 
 
@@ -233,15 +234,21 @@ def test_the_beat_task_logs_a_signed_checkpoint(
     event = record("one")
     with caplog.at_level(logging.INFO, logger="imports.operations.audit_checkpoints"):
         tasks.audit_checkpoint()
-    lines = [
-        r.getMessage() for r in caplog.records if "audit-checkpoint" in r.getMessage()
-    ]
-    assert len(lines) == 1
+    records = [r for r in caplog.records if "audit-checkpoint" in r.getMessage()]
+    assert len(records) == 1
+    # The patient-data filter every handler carries leaves the line as it is.
+    lines = [records[0].getMessage()]
+    assert PhiRedactingFilter().filter(records[0])
+    assert records[0].getMessage() == lines[0]
     data = json.loads(lines[0].removeprefix("audit-checkpoint "))
     assert (data["event_id"], data["events"], data["hash"]) == (event.pk, 1, event.hash)
     # What the log holds is what verify_audit reads.
     log = tmp_path / "worker.log"
-    log.write_text(f"2026-12-03 INFO x {lines[0]}\n")
+    log.write_text(
+        "2026-12-03 INFO celery.beat Scheduler: Sending due task audit-checkpoint "
+        "(imports.audit_checkpoint) {}\n"
+        f"2026-12-03 INFO imports.operations.audit_checkpoints {lines[0]}\n"
+    )
     assert "reaches all 1 checkpoint(s)" in verify("--checkpoints", str(log))
 
 
@@ -250,7 +257,7 @@ def test_the_beat_task_writes_nothing_for_an_empty_trail(db: None) -> None:
 
 
 def test_the_beat_task_is_scheduled() -> None:
-    entry = django_settings.CELERY_BEAT_SCHEDULE["audit-checkpoint"]
+    entry = django_settings.CELERY_BEAT_SCHEDULE["checkpoint-the-audit-trail"]
     assert entry["task"] == tasks.audit_checkpoint.name == "imports.audit_checkpoint"
 
 
@@ -352,3 +359,11 @@ def test_the_migration_refuses_to_key_a_broken_chain() -> None:
     finally:
         call_command("flush", interactive=False, verbosity=0)
         _migrate_to(latest)
+
+
+def test_checkpoints_are_logged_whatever_the_log_level() -> None:
+    # DJANGO_LOG_LEVEL=WARNING must not drop the checkpoints the log is meant to keep.
+    config: Any = django_settings.LOGGING
+    assert config["loggers"]["imports.operations.audit_checkpoints"] == {
+        "level": "INFO"
+    }
