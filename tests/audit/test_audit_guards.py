@@ -119,3 +119,15 @@ def test_verify_reports_a_bypass_found_outside_the_tests(
     assert any("lets rows go" in problem for problem in problems)
     with pytest.raises(CommandError, match="outside the tests nothing may empty"):
         verify()
+
+
+def test_flush_cannot_empty_the_trail_outside_the_tests(
+    db: None, settings: Any
+) -> None:
+    # The passing case is test_audit_trail's test_flush_still_empties_the_database_and_leaves_the_guard_armed.
+    record("one")
+    _production_guards(settings)
+    with pytest.raises(CommandError, match="couldn't be flushed") as error:
+        call_command("flush", interactive=False, verbosity=0)
+    assert "append-only" in str(error.value.__cause__)
+    assert AuditEvent.objects.count() == 1
