@@ -58,6 +58,7 @@ def write_chained_events(count: int) -> None:
     from django.utils import timezone
 
     from imports.audit.chain import GENESIS, event_hash
+    from imports.audit.keys import audit_key
 
     start = timezone.now()
     previous = GENESIS
@@ -75,7 +76,7 @@ def write_chained_events(count: int) -> None:
             "ip": "192.0.2.10",
             "user_agent": "bench/1.0",
         }
-        digest = event_hash(previous_hash=previous, fields=fields)
+        digest = event_hash(key=audit_key(), previous_hash=previous, fields=fields)
         rows.append(
             (
                 *[fields[name] for name in fields if name != "details"],

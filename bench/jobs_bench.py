@@ -106,6 +106,7 @@ def setup_django(
             # The production settings, as gunicorn runs them (DEBUG off), on plain HTTP.
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
+            "DJANGO_AUDIT_KEY": secrets.token_hex(32),
             "DJANGO_DEBUG": "false",
             "DJANGO_SECURE_SSL_REDIRECT": "false",
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",

@@ -7,11 +7,15 @@ and with nothing configured the app runs on SQLite and a file-system Celery brok
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
 import django_stubs_ext
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 # Lets `admin.ModelAdmin[Datastore]` and friends be subscripted at run time, for the type checker.
@@ -30,6 +34,29 @@ if DEBUG:
 else:
     # No default on purpose: a production instance must not start with a guessable key.
     SECRET_KEY = env.str("DJANGO_SECRET_KEY")
+
+# The audit trail's HMAC key (imports/audit/chain.py). Kept outside the database on purpose: whoever owns
+# the database can rewrite events, but cannot recompute their keyed hashes without it. Production refuses
+# to start without one (the conservative choice: a trail hashed without a secret proves nothing, and a
+# system check would still let `runserver`, Celery or a `--skip-checks` command write such events).
+# DEBUG (the demo) derives one from SECRET_KEY and says so.
+AUDIT_KEY = env.str("DJANGO_AUDIT_KEY", default="")
+AUDIT_KEY_MIN_LENGTH = 32
+if not AUDIT_KEY and DEBUG:
+    AUDIT_KEY = hmac.new(
+        SECRET_KEY.encode(), b"imports audit chain (DEBUG only)", hashlib.sha256
+    ).hexdigest()
+    warnings.warn(
+        "DJANGO_AUDIT_KEY is not set: the audit trail is keyed with a key derived from "
+        "DJANGO_SECRET_KEY, acceptable for the demo only (DEBUG). Set DJANGO_AUDIT_KEY in production.",
+        stacklevel=1,
+    )
+elif len(AUDIT_KEY) < AUDIT_KEY_MIN_LENGTH:
+    raise ImproperlyConfigured(
+        f"DJANGO_AUDIT_KEY must be set to a secret of at least {AUDIT_KEY_MIN_LENGTH} characters "
+        "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`), kept outside the "
+        "database: the audit trail's hashes are keyed with it."
+    )
 
 ALLOWED_HOSTS = env.list(
     "DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"]
@@ -257,6 +284,8 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
         # django-axes logs every sign-in at INFO; lockouts come at WARNING.
         "axes": {"level": "WARNING"},
+        # The audit checkpoints are logged at INFO whatever DJANGO_LOG_LEVEL says: the log is where they are kept.
+        "imports.operations.audit_checkpoints": {"level": "INFO"},
     },
 }
 
@@ -336,6 +365,17 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": env.float("HEALTH_BEAT_EVERY_S", default=15.0),
     },
 }
+# The audit trail's head, signed with AUDIT_KEY, written to the log (and to S3 when AUDIT_CHECKPOINT_S3_URI
+# names a prefix, one object per checkpoint) so that `verify_audit --checkpoints` can find a trail cut short.
+AUDIT_CHECKPOINT_EVERY_S = env.float("AUDIT_CHECKPOINT_EVERY_S", default=3600.0)
+AUDIT_CHECKPOINT_S3_URI = env.str("AUDIT_CHECKPOINT_S3_URI", default="")
+CELERY_BEAT_SCHEDULE["checkpoint-the-audit-trail"] = {
+    "task": "imports.audit_checkpoint",
+    "schedule": AUDIT_CHECKPOINT_EVERY_S,
+}
+# Whether the append-only triggers let `manage.py flush` empty the audit table (imports/audit/guard.py).
+# Deliberately not read from the environment: only tests/settings.py turns it on.
+AUDIT_MAINTENANCE_BYPASS = False
 # /healthz and /readyz (imports/operations/health.py): each probe's timeout, and the age past which
 # beat's heartbeat is reported stale (beat sends one every HEALTH_BEAT_EVERY_S).
 HEALTH_PROBE_TIMEOUT_S = env.float("HEALTH_PROBE_TIMEOUT_S", default=2.0)

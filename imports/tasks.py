@@ -9,7 +9,7 @@ from celery import Task, shared_task
 from imports.jobs import results as jobresults
 from imports.jobs import submit as jobs
 from imports.jobs import tracking as jobtracking
-from imports.operations import health
+from imports.operations import audit_checkpoints, health
 from imports.scanning import control, run
 
 
@@ -105,3 +105,15 @@ def job_notify(job_id: int) -> None:
 @shared_task(name="imports.beat_heartbeat", ignore_result=True, expires=60)
 def beat_heartbeat() -> None:
     health.beat_heartbeat()
+
+
+@shared_task(
+    name="imports.audit_checkpoint",
+    ignore_result=True,
+    soft_time_limit=120,
+    time_limit=150,
+    expires=600,
+)
+def audit_checkpoint() -> None:
+    # Each run writes a new checkpoint of the head as it is then: a duplicate delivery adds one more, harmlessly.
+    audit_checkpoints.audit_checkpoint_write()

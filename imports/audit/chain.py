@@ -1,13 +1,19 @@
 """The audit trail's hash chain: pure functions, no Django, so the migration and the checker agree.
 
-Each event's hash is SHA-256 over a canonical JSON of its recorded fields plus the previous event's
-hash. Changing any field of any event, removing an event or inserting one in the middle changes a
-hash that a later event (or the recomputation) no longer matches.
+Each event's hash is HMAC-SHA256, under the audit key (settings.AUDIT_KEY, from DJANGO_AUDIT_KEY, kept
+outside the database), over a canonical JSON of its recorded fields plus the previous event's hash.
+Changing any field of any event, removing an event or inserting one in the middle changes a hash that
+a later event (or the recomputation) no longer matches; and since the hash is keyed, whoever can write
+the table but does not hold the key cannot recompute the hashes after an edit.
+
+`unkeyed_event_hash` is the scheme before the key (plain SHA-256 over the same JSON): migration 0026
+checks the chain with it once, then re-hashes every event with the key (it says why).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 from collections.abc import Mapping
@@ -66,8 +72,8 @@ def canonical_time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def event_hash(*, previous_hash: str, fields: Mapping[str, Any]) -> str:
-    """The hash of an event whose recorded `fields` follow the event hashed `previous_hash`."""
+def canonical_payload(*, previous_hash: str, fields: Mapping[str, Any]) -> bytes:
+    """The bytes an event's hash covers: its recorded `fields` and the hash of the event before it."""
     payload = {name: fields[name] for name in HASHED_FIELDS}
     payload["created_at"] = canonical_time(fields["created_at"])
     payload["details"] = canonical_json_value(fields["details"])
@@ -79,4 +85,16 @@ def event_hash(*, previous_hash: str, fields: Mapping[str, Any]) -> str:
         ensure_ascii=False,
         allow_nan=False,
     )
-    return hashlib.sha256(text.encode()).hexdigest()
+    return text.encode()
+
+
+def event_hash(*, key: bytes, previous_hash: str, fields: Mapping[str, Any]) -> str:
+    """The keyed hash of an event whose recorded `fields` follow the event hashed `previous_hash`."""
+    payload = canonical_payload(previous_hash=previous_hash, fields=fields)
+    return hmac.new(key, payload, hashlib.sha256).hexdigest()
+
+
+def unkeyed_event_hash(*, previous_hash: str, fields: Mapping[str, Any]) -> str:
+    """The hash as it was before the key (migrations 0017 to 0024): anyone can recompute it."""
+    payload = canonical_payload(previous_hash=previous_hash, fields=fields)
+    return hashlib.sha256(payload).hexdigest()

@@ -7,7 +7,7 @@ chained by hash (imports/audit/chain.py); `audit_verify` walks the chain for `ma
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -29,7 +29,9 @@ from imports.audit.chain import (
     canonical_json_value,
     event_hash,
 )
-from imports.audit.guard import chain_lock, guards_missing
+from imports.audit.checkpoints import Checkpoint
+from imports.audit.guard import chain_lock, guards_missing, guards_weakened
+from imports.audit.keys import audit_key
 from imports.models import AuditEvent
 
 # Who did something: a signed-in user, or nobody (the CLI, a beat task) recorded as "system".
@@ -125,6 +127,7 @@ def audit_record(
             or GENESIS
         )
         event.hash = event_hash(
+            key=audit_key(),
             previous_hash=event.previous_hash,
             fields={name: getattr(event, name) for name in HASHED_FIELDS},
         )
@@ -280,10 +283,23 @@ class ChainReport:
     last_hash: str
     broken: BrokenLink | None
     missing_triggers: list[str] = field(default_factory=list)
+    # A maintenance bypass found outside test settings (imports.audit.guard.guards_weakened).
+    weakened_guards: list[str] = field(default_factory=list)
+    # Each checkpoint the trail no longer agrees with, in words naming it.
+    checkpoint_problems: list[str] = field(default_factory=list)
+    last_id: int | None = None
 
 
-def audit_verify() -> ChainReport:
-    """Recompute the chain from the first event; stop at the first event that does not fit."""
+def audit_verify(*, checkpoints: Iterable[Checkpoint] = ()) -> ChainReport:
+    """Recompute the keyed chain from the first event; stop at the first event that does not fit.
+
+    Each of `checkpoints` must name an event still in the chain, with the hash and the place it had.
+    """
+    key = audit_key()
+    expected: dict[int, list[Checkpoint]] = {}
+    for checkpoint in checkpoints:
+        expected.setdefault(checkpoint.event_id, []).append(checkpoint)
+    checkpoint_problems: list[tuple[datetime, str]] = []
     expected_previous, previous_id, count = GENESIS, None, 0
     rows = (
         AuditEvent.objects.order_by("id")
@@ -294,11 +310,12 @@ def audit_verify() -> ChainReport:
     for row in rows:
         count += 1
         problems = []
-        recomputed = event_hash(previous_hash=row["previous_hash"], fields=row)
+        recomputed = event_hash(key=key, previous_hash=row["previous_hash"], fields=row)
         if recomputed != row["hash"]:
             problems.append(
                 "its content no longer matches its hash: a field was changed after it was "
-                f"written (stored hash {row['hash'][:16]}…, content hashes to {recomputed[:16]}…)"
+                f"written, or the hash was recomputed without the audit key (stored hash "
+                f"{row['hash'][:16]}…, content hashes to {recomputed[:16]}…)"
             )
         if row["previous_hash"] != expected_previous:
             before = (
@@ -314,10 +331,45 @@ def audit_verify() -> ChainReport:
         if problems:
             broken = BrokenLink(row["id"], row["created_at"], problems)
             break
+        for checkpoint in expected.pop(row["id"], []):
+            if checkpoint.hash != row["hash"]:
+                checkpoint_problems.append(
+                    (
+                        checkpoint.at,
+                        f"{checkpoint.label()} recorded the hash {checkpoint.hash[:16]}… for "
+                        f"event {row['id']}, which now has {row['hash'][:16]}…",
+                    )
+                )
+            elif checkpoint.events != count:
+                checkpoint_problems.append(
+                    (
+                        checkpoint.at,
+                        f"{checkpoint.label()} counted {checkpoint.events} event(s) up to event "
+                        f"{row['id']}; the trail now holds {count}",
+                    )
+                )
         expected_previous, previous_id = row["hash"], row["id"]
+    if broken is None:
+        end = (
+            "the trail is empty"
+            if previous_id is None
+            else f"the trail now ends at event {previous_id}"
+        )
+        for checkpoint in (c for group in expected.values() for c in group):
+            checkpoint_problems.append(
+                (
+                    checkpoint.at,
+                    f"{checkpoint.label()} names event {checkpoint.event_id} as the trail's "
+                    f"head with {checkpoint.events} event(s), but {end} ({count} event(s)): "
+                    "the chain is shorter than the checkpoint, events were removed from its end",
+                )
+            )
     return ChainReport(
         events=count,
         last_hash=expected_previous,
         broken=broken,
         missing_triggers=guards_missing(connection),
+        weakened_guards=guards_weakened(connection),
+        checkpoint_problems=[problem for _, problem in sorted(checkpoint_problems)],
+        last_id=previous_id,
     )

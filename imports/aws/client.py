@@ -14,6 +14,9 @@ IAM permissions the dashboard's own credentials need:
 - s3:GetObject on the input prefixes (headers, JSON metadata files) and the output prefixes (job results)
 - s3:PutObject on the input prefixes (metadata files written in the browser), and s3:PutObject,
   s3:DeleteObject on the input and output prefixes (the "Check connection" marker objects)
+- with AUDIT_CHECKPOINT_S3_URI: s3:PutObject on that prefix (the audit checkpoints; beat's worker), and
+  s3:ListBucket and s3:GetObject on it for whoever runs `verify_audit --checkpoints s3://…`. Never
+  s3:DeleteObject there.
 """
 
 from __future__ import annotations

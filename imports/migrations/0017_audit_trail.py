@@ -16,7 +16,12 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
-from imports.audit.chain import GENESIS, HASHED_FIELDS, canonical_json_value, event_hash
+from imports.audit.chain import (
+    GENESIS,
+    HASHED_FIELDS,
+    canonical_json_value,
+    unkeyed_event_hash,
+)
 from imports.audit.guard import guards_install, guards_remove
 
 
@@ -26,7 +31,8 @@ def chain_existing_events(apps: Any, schema_editor: Any) -> None:
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000):
         fields = {name: getattr(event, name) for name in HASHED_FIELDS}
         fields["details"] = canonical_json_value(fields["details"])
-        digest = event_hash(previous_hash=previous, fields=fields)
+        # The scheme of its time; 0026 checks this chain and hashes it again with the key.
+        digest = unkeyed_event_hash(previous_hash=previous, fields=fields)
         # The historical model's plain manager: these rows are not guarded yet.
         AuditEvent.objects.filter(pk=event.pk).update(
             details=fields["details"], previous_hash=previous, hash=digest

@@ -15,6 +15,7 @@ from django.test import Client, RequestFactory
 from django.utils import timezone
 
 from imports.audit.chain import GENESIS, event_hash
+from imports.audit.keys import audit_key
 from imports.audit.records import audit_record, client_ip
 from imports.models import AuditEvent, Datastore, ImportDraft
 from imports.scanning import control
@@ -205,7 +206,10 @@ def test_the_jsonl_export_holds_each_event_whole_and_the_chain_can_be_rechecked_
     for line in reversed(lines):
         fields = {**line, "created_at": datetime.fromisoformat(line["created_at"])}
         assert line["previous_hash"] == previous
-        assert event_hash(previous_hash=previous, fields=fields) == line["hash"]
+        assert (
+            event_hash(key=audit_key(), previous_hash=previous, fields=fields)
+            == line["hash"]
+        )
         previous = line["hash"]
 
 

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The variables the README's "Production" section asks for; nothing else.
 PRODUCTION_ENV = {
     "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+    "DJANGO_AUDIT_KEY": secrets.token_hex(32),
     "DJANGO_ALLOWED_HOSTS": "imports.hospital.example",
     "DJANGO_SECURE_PROXY_SSL_HEADER": "true",
 }
@@ -45,6 +46,31 @@ def test_it_refuses_to_start_without_a_secret_key_when_debug_is_off() -> None:
     result = manage("check", env=env)
     assert result.returncode != 0
     assert "Set the DJANGO_SECRET_KEY environment variable" in result.stderr
+
+
+def test_it_refuses_to_start_without_an_audit_key_when_debug_is_off() -> None:
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "DJANGO_AUDIT_KEY"}
+    result = manage("check", env=env)
+    assert result.returncode != 0
+    assert "DJANGO_AUDIT_KEY must be set" in result.stderr
+
+
+def test_it_refuses_a_short_audit_key() -> None:
+    result = manage("check", env={**PRODUCTION_ENV, "DJANGO_AUDIT_KEY": "short"})
+    assert result.returncode != 0
+    assert "at least 32 characters" in result.stderr
+
+
+def test_debug_derives_an_audit_key_and_says_so() -> None:
+    result = manage(
+        "shell",
+        "-c",
+        "from django.conf import settings; print(len(settings.AUDIT_KEY))",
+        env={"DJANGO_DEBUG": "true"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "DJANGO_AUDIT_KEY is not set" in result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "64"
 
 
 def test_production_has_secure_cookies_and_no_localaws() -> None:
