@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import json
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.test import Client
 
 from imports.models import Datastore, ObjectHeader, Scan, ScanObject, ScanUnread
@@ -306,3 +309,40 @@ def test_a_scan_started_with_the_broker_down_waits_for_a_worker_and_runs_once_it
     )
     assert scan.status == Scan.Status.COMPLETED
     assert scan.objects_done == 1
+
+
+def test_the_scan_command_with_queue_runs_on_the_workers_and_prints_the_same_summary(
+    celery_worker_process: WorkerProcess, localaws: LocalAWSHandle, db: None
+) -> None:
+    localaws.create_bucket("dicom-input")
+    for i in range(12):
+        localaws.put(
+            f"s3://dicom-input/queued/{i}.dcm",
+            dicom_bytes(study=STUDY, series=STUDY + ".1", InstanceNumber=i),
+        )
+    out, err = io.StringIO(), io.StringIO()
+    call_command(
+        "scan", "s3://dicom-input/queued/", "--queue", "--interval", "0.2",
+        stdout=out, stderr=err,
+    )  # fmt: skip
+    scan = Scan.objects.get()
+    assert scan.status == Scan.Status.COMPLETED
+    assert scan.origin == Scan.Origin.CLI
+    # Read by the worker process, not this one: its log names the scan task.
+    assert "imports.scan_prefix" in celery_worker_process.output()
+    summary = out.getvalue()
+    assert summary.startswith("Scan of s3://dicom-input/queued/: Completed")
+    assert "12" in summary
+    assert (
+        f"Scan {scan.pk} of s3://dicom-input/queued/ is queued on the workers"
+        in err.getvalue()
+    )
+    # --json prints one line an object, as without --queue.
+    lines = io.StringIO()
+    call_command(
+        "scan", "s3://dicom-input/queued/", "--queue", "--json", "--interval", "0.2",
+        stdout=lines, stderr=io.StringIO(),
+    )  # fmt: skip
+    objects = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert len(objects) == 12
+    assert {o["status"] for o in objects} == {"ok"}

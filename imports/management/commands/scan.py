@@ -1,10 +1,16 @@
-"""`python manage.py scan s3://bucket/prefix/ [--json] [--rest]`: the scan service, from a shell."""
+"""`python manage.py scan s3://bucket/prefix/ [--json] [--rest] [--queue]`: the scan service, from a shell.
+
+Without --queue the scan runs in this process. With it, the scan is handed to the Celery workers (the `scan`
+queue), and the command waits for it to end, then prints the same summary or JSON lines.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
+import time
 from typing import Any
 
 from django.conf import settings
@@ -38,6 +44,15 @@ class Command(BaseCommand):
             action="store_true",
             help="read only the objects the last incomplete scan of this prefix could not read",
         )
+        parser.add_argument(
+            "--queue",
+            action="store_true",
+            help="run the scan on the Celery workers instead of in this process, wait for it to end, "
+            "then print the same summary (or --json lines)",
+        )
+        parser.add_argument(
+            "--interval", type=float, default=1.0, help=argparse.SUPPRESS
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -53,12 +68,17 @@ class Command(BaseCommand):
             datastore.region if datastore else settings.AWS_DEFAULT_REGION
         )
         bucket, prefix = split_s3_uri(options["uri"])
+        on_workers = options["queue"]
         if options["rest"]:
-            scan = self._read_rest(bucket, prefix)
+            scan = self._read_rest(bucket, prefix, enqueue=on_workers)
         else:
-            scan = self._start(bucket, prefix, region, datastore)
-        result = run.scan_run(scan_id=scan.pk)
-        assert result is not None  # we queued it, so we claim it
+            scan = self._start(bucket, prefix, region, datastore, enqueue=on_workers)
+        if on_workers:
+            result = self._wait(scan, interval=options["interval"])
+        else:
+            ran = run.scan_run(scan_id=scan.pk)
+            assert ran is not None  # we queued it, so we claim it
+            result = ran
         try:
             if options["json"]:
                 self._print_objects(result)
@@ -75,7 +95,25 @@ class Command(BaseCommand):
                 result.error or f"The scan ended {result.get_status_display().lower()}."
             )
 
-    def _read_rest(self, bucket: str, prefix: str) -> Scan:
+    def _wait(self, scan: Scan, *, interval: float) -> Scan:
+        """Until the workers have ended the scan; progress on stderr, so stdout stays the summary alone."""
+        self.stderr.write(
+            f"Scan {scan.pk} of {scan.uri} is queued on the workers; waiting for it to end "
+            "(Ctrl-C stops waiting, not the scan)."
+        )
+        reported = -1
+        while True:
+            scan.refresh_from_db()
+            if not scan.is_active:
+                return scan
+            if scan.objects_done != reported and scan.status == Scan.Status.RUNNING:
+                reported = scan.objects_done
+                self.stderr.write(
+                    f"  {scan.objects_done:,} of {scan.objects_listed:,} objects read"
+                )
+            time.sleep(interval)
+
+    def _read_rest(self, bucket: str, prefix: str, *, enqueue: bool = False) -> Scan:
         scan = (
             Scan.objects.filter(
                 bucket=bucket, prefix=prefix, status=Scan.Status.INCOMPLETE
@@ -87,14 +125,20 @@ class Command(BaseCommand):
             raise CommandError(
                 f"No incomplete scan of s3://{bucket}/{prefix} to read the rest of."
             )
-        if not control.scan_read_rest(scan=scan, actor=None, enqueue=False):
+        if not control.scan_read_rest(scan=scan, actor=None, enqueue=enqueue):
             raise CommandError(
                 f"Scan {scan.pk} cannot read the rest now: another scan of its prefix is running."
             )
         return scan
 
     def _start(
-        self, bucket: str, prefix: str, region: str, datastore: Datastore | None
+        self,
+        bucket: str,
+        prefix: str,
+        region: str,
+        datastore: Datastore | None,
+        *,
+        enqueue: bool = False,
     ) -> Scan:
         scan, created = control.scan_start(
             actor=None,
@@ -102,7 +146,7 @@ class Command(BaseCommand):
             prefix=prefix,
             region=region,
             datastore=datastore,
-            enqueue=False,
+            enqueue=enqueue,
             origin=Scan.Origin.CLI,
         )
         if not created:
