@@ -7,6 +7,7 @@ and with nothing configured the app runs on SQLite and a file-system Celery brok
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -321,6 +322,21 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 # beat's heartbeat is reported stale (beat sends one every HEALTH_BEAT_EVERY_S).
 HEALTH_PROBE_TIMEOUT_S = env.float("HEALTH_PROBE_TIMEOUT_S", default=2.0)
 HEALTH_BEAT_MAX_AGE_S = env.float("HEALTH_BEAT_MAX_AGE_S", default=60.0)
+# GET /metrics (imports/operations/metrics.py) answers Prometheus text to a scraper that sends
+# "Authorization: Bearer <DJANGO_METRICS_TOKEN>"; with no token configured it is off (404).
+METRICS_TOKEN = env.str("DJANGO_METRICS_TOKEN", default="")
+# Counters kept by every gunicorn and Celery process add up in prometheus_client's multiprocess mode: each
+# process writes its own files in this folder and /metrics reads them all. With a token it defaults to
+# var/prometheus; the web, worker and beat processes must share it, and it is emptied before they start
+# (README, Operations). prometheus_client reads the variable once, when it is first imported: it is set here,
+# before anything imports it.
+PROMETHEUS_MULTIPROC_DIR = env.str(
+    "PROMETHEUS_MULTIPROC_DIR",
+    default=str(VAR_DIR / "prometheus") if METRICS_TOKEN else "",
+)
+if PROMETHEUS_MULTIPROC_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 
 # --- AWS ------------------------------------------------------------------------------------
 # boto3 reads AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_PROFILE and friends from the environment

@@ -28,8 +28,9 @@ ANONYMOUS, NOBODY = "anonymous", "nobody"
 ROLES = [ANONYMOUS, NOBODY, VIEWER, OPERATOR, ADMINISTRATOR]
 RANK = {role: rank for rank, role in enumerate(ROLES)}
 # A rule: the least role that reaches the view (403 below it), PUBLIC, ADMIN_SITE (the admin's own
-# login page below Administrator), or None when the method is not allowed (405).
-PUBLIC, ADMIN_SITE = "public", "admin site"
+# login page below Administrator), None when the method is not allowed (405), or PUBLIC_405 when it is
+# not allowed to anyone, signed in or not (the operations endpoints take GET only and need no login).
+PUBLIC, ADMIN_SITE, PUBLIC_405 = "public", "admin site", "public, 405"
 Rule = str | None
 A = ADMIN_SITE
 
@@ -38,6 +39,10 @@ EXPECTED: dict[str, tuple[Rule, Rule]] = {
     "login": (PUBLIC, PUBLIC),
     "logout": (None, PUBLIC),
     "favicon.ico": (PUBLIC, PUBLIC),
+    # For load balancers and Prometheus: no login (/metrics wants its bearer token, and is off without one).
+    "imports:healthz": (PUBLIC, PUBLIC_405),
+    "imports:readyz": (PUBLIC, PUBLIC_405),
+    "imports:metrics": (PUBLIC, PUBLIC_405),
     "imports:dashboard": (VIEWER, None),
     "imports:browse": (OPERATOR, None),
     "imports:scan_list": (VIEWER, None),
@@ -242,6 +247,8 @@ def _outcome(status: int, location: str) -> str:
 
 
 def _expected(route: Route, rule: Rule, role: str, method: str) -> str:
+    if rule == PUBLIC_405:
+        return "405"
     if rule == PUBLIC:
         # Signing out ends on the login page, whoever asked.
         return "login" if route.key == "logout" else "ok"
