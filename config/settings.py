@@ -13,6 +13,7 @@ from pathlib import Path
 
 import django_stubs_ext
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 # Lets `admin.ModelAdmin[Datastore]` and friends be subscripted at run time, for the type checker.
 django_stubs_ext.monkeypatch()
@@ -58,6 +59,8 @@ if LOCALAWS:
     INSTALLED_APPS.append("localaws")
 
 MIDDLEWARE = [
+    # First, so that every line logged for a request, and every answer (redirects included), carries its id.
+    "config.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.middleware.ContentSecurityPolicyMiddleware",
     # A NUL in a query string is a 400 before any view or the admin can send it to the database.
@@ -221,6 +224,13 @@ AXES_VERBOSE = False
 
 # --- Logging: everything to stdout, never patient data --------------------------------------
 LOG_LEVEL = env.str("DJANGO_LOG_LEVEL", default="INFO")
+# "plain" lines for a terminal, or "json": one object per line with request_id and task_id (config/log_format.py),
+# for web, worker and beat alike (gunicorn.conf.py and config/celery.py use the same formatter).
+LOG_FORMAT = env.str("DJANGO_LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(
+        f"DJANGO_LOG_FORMAT is {LOG_FORMAT!r}; it is 'plain' (the default) or 'json'."
+    )
 # Every handler carries the PHI filter (imports/phi_logging.py: what it redacts, and its limits);
 # Celery's worker adds it to the handlers Celery sets up itself (config/celery.py).
 LOGGING = {
@@ -231,13 +241,14 @@ LOGGING = {
         "refusals_are_not_errors": {"()": "config.log_filters.RefusalsAreNotErrors"},
     },
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "config.log_format.JsonFormatter"},
     },
     "handlers": {
         "stdout": {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
-            "formatter": "plain",
+            "formatter": LOG_FORMAT,
             "filters": ["phi"],
         }
     },
