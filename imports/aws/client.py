@@ -205,46 +205,6 @@ def _outcome(code: str, status: int) -> str:
     return "error"
 
 
-# botocore's events around one API call, from building its parameters to the parsed answer, its retries inside:
-# the start time rides in the call's context.
-_STARTED = "imports_metrics_started"
-
-
-def _call_started(context: dict[str, Any], **kwargs: Any) -> None:
-    context[_STARTED] = time.perf_counter()
-
-
-def _call_answered(
-    event_name: str,
-    http_response: Any,
-    parsed: Any,
-    context: dict[str, Any],
-    **kwargs: Any,
-) -> None:
-    started = context.pop(_STARTED, None)
-    if started is None:
-        return
-    status = int(getattr(http_response, "status_code", 0))
-    error = (parsed or {}).get("Error", {}) if status >= 300 else {}
-    outcome = (
-        metrics.OK if status < 300 else _outcome(str(error.get("Code", "")), status)
-    )
-    # The event is named "after-call.<service>.<operation>".
-    metrics.record_call(
-        event_name.rsplit(".", 1)[-1], outcome, time.perf_counter() - started
-    )
-
-
-def _call_unanswered(event_name: str, context: dict[str, Any], **kwargs: Any) -> None:
-    started = context.pop(_STARTED, None)
-    if started is not None:
-        metrics.record_call(
-            event_name.rsplit(".", 1)[-1],
-            metrics.UNREACHABLE,
-            time.perf_counter() - started,
-        )
-
-
 @functools.cache
 def _client(
     service: str,
@@ -270,11 +230,7 @@ def _client(
     )
     # A session per client: boto3's default session is not thread-safe to create clients from.
     client = _session().client(service, config=config)  # type: ignore[call-overload]
-    # before-parameter-build, not before-call: every handler of it runs, where a before-call handler that
-    # answers (botocore's Stubber) would stop the ones after it.
-    client.meta.events.register("before-parameter-build", _call_started)
-    client.meta.events.register("after-call", _call_answered)
-    client.meta.events.register("after-call-error", _call_unanswered)
+    metrics.instrument(client, _outcome)
     return client
 
 
@@ -521,23 +477,21 @@ def s3_get_range(*, region: str, bucket: str, key: str, start: int, end: int) ->
     The scanner's hot path: signed and sent without botocore's per-request machinery (imports.aws.ranged explains
     why), with the client's credentials, endpoint, retries and errors.
     """
-    started = time.perf_counter()
+    started, outcome = time.perf_counter(), metrics.OK
     try:
-        data = _ranged_getter(region).get_range(bucket, key, start, end)
-    except ClientError as error:
-        code = str(error.response.get("Error", {}).get("Code", ""))
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        metrics.record_call(
-            "GetObject", _outcome(code, status), time.perf_counter() - started
+        return _ranged_getter(region).get_range(bucket, key, start, end)
+    except _AWS_ERRORS as error:
+        outcome = (
+            _outcome(
+                str(error.response.get("Error", {}).get("Code", "")),
+                error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0),
+            )
+            if isinstance(error, ClientError)
+            else metrics.UNREACHABLE
         )
         raise _translate(error, f"Reading s3://{bucket}/{key}") from error
-    except BotoCoreError as error:
-        metrics.record_call(
-            "GetObject", metrics.UNREACHABLE, time.perf_counter() - started
-        )
-        raise _translate(error, f"Reading s3://{bucket}/{key}") from error
-    metrics.record_call("GetObject", metrics.OK, time.perf_counter() - started)
-    return data
+    finally:
+        metrics.record_call("GetObject", outcome, time.perf_counter() - started)
 
 
 def s3_read_object(*, region: str, bucket: str, key: str, max_bytes: int) -> bytes:
