@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import kombu
 import pytest
 from botocore.stub import Stubber
 from celery import current_app
@@ -170,8 +171,13 @@ def queue() -> Iterator[str]:
 
 def test_the_queue_depth_is_what_the_broker_holds(queue: str) -> None:
     assert scrape.queue_depths([queue]) == {queue: 0}
-    for _ in range(2):
-        current_app.send_task("imports.metrics_test_never_run", queue=queue)
+    # A connection of its own, not Celery's producer pool: test_health's broker fixture closes the pools, and a
+    # producer made here before it would then fail every later apply_async.
+    with current_app.connection_for_write() as conn, conn.Producer() as producer:
+        for number in range(2):
+            producer.publish(
+                {"number": number}, routing_key=queue, declare=[kombu.Queue(queue)]
+            )
     assert scrape.queue_depths([queue]) == {queue: 2}
 
 
@@ -181,13 +187,15 @@ def test_the_scrape_names_the_default_queue(client: Client, token: str) -> None:
 
 
 @pytest.fixture
-def broker_away() -> Iterator[None]:
+def broker_away(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A broker nobody listens on, a Redis URL on a closed port, for the connections queue_depths opens.
 
     Celery's pools are left alone: closing them would break the producers of the tests after this one.
     """
     conf: Any = current_app.conf
     previous = conf.broker_url, conf.broker_transport, conf.broker_read_url
+    # Celery reads CELERY_BROKER_URL from the environment before its own setting (CI's Redis sets it).
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:9/0")
     conf.broker_url, conf.broker_transport, conf.broker_read_url = (
         "redis://127.0.0.1:9/0",
         None,
