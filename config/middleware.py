@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib.auth import logout
 from django.contrib.auth import middleware as auth_middleware
 from django.contrib.auth.views import redirect_to_login
+from django.core.signals import request_finished
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -18,7 +19,33 @@ from django.http.response import HttpResponseBase
 from django.utils.cache import add_never_cache_headers
 from django_htmx.http import HttpResponseClientRedirect
 
+from config.log_format import REQUEST_ID_HEADER, request_id, request_id_from
 from imports.audit.records import request_origin
+
+
+def _forget_request_id(**kwargs: Any) -> None:
+    request_id.set(None)
+
+
+class RequestIdMiddleware:
+    """Give every request an id, log it with every line (config/log_format.py) and send it back as X-Request-ID.
+
+    A proxy's or a client's X-Request-ID is kept when it is a sane token (at most 64 of A-Z a-z 0-9 . _ -), so one
+    id follows the request through the load balancer's log and ours; anything else is replaced by one of ours.
+    The id is forgotten when the response is closed (request_finished), not when this returns: Django logs a 4xx
+    or 5xx answer after the middleware, and gunicorn its access line, and both belong to the request.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        request_finished.connect(_forget_request_id, dispatch_uid="request-id")
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        rid = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+        request_id.set(rid)
+        response = self.get_response(request)
+        response[REQUEST_ID_HEADER] = rid
+        return response
 
 
 class AuditOriginMiddleware:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -85,6 +86,8 @@ if LOCALAWS:
     INSTALLED_APPS.append("localaws")
 
 MIDDLEWARE = [
+    # First, so that every line logged for a request, and every answer (redirects included), carries its id.
+    "config.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.middleware.ContentSecurityPolicyMiddleware",
     # A NUL in a query string is a 400 before any view or the admin can send it to the database.
@@ -252,6 +255,13 @@ AXES_VERBOSE = False
 
 # --- Logging: everything to stdout, never patient data --------------------------------------
 LOG_LEVEL = env.str("DJANGO_LOG_LEVEL", default="INFO")
+# "plain" lines for a terminal, or "json": one object per line with request_id and task_id (config/log_format.py),
+# for web, worker and beat alike (gunicorn.conf.py and config/celery.py use the same formatter).
+LOG_FORMAT = env.str("DJANGO_LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(
+        f"DJANGO_LOG_FORMAT is {LOG_FORMAT!r}; it is 'plain' (the default) or 'json'."
+    )
 # Every handler carries the PHI filter (imports/phi_logging.py: what it redacts, and its limits);
 # Celery's worker adds it to the handlers Celery sets up itself (config/celery.py).
 LOGGING = {
@@ -262,13 +272,14 @@ LOGGING = {
         "refusals_are_not_errors": {"()": "config.log_filters.RefusalsAreNotErrors"},
     },
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "config.log_format.JsonFormatter"},
     },
     "handlers": {
         "stdout": {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
-            "formatter": "plain",
+            "formatter": LOG_FORMAT,
             "filters": ["phi"],
         }
     },
@@ -380,6 +391,21 @@ AUDIT_MAINTENANCE_BYPASS = False
 # beat's heartbeat is reported stale (beat sends one every HEALTH_BEAT_EVERY_S).
 HEALTH_PROBE_TIMEOUT_S = env.float("HEALTH_PROBE_TIMEOUT_S", default=2.0)
 HEALTH_BEAT_MAX_AGE_S = env.float("HEALTH_BEAT_MAX_AGE_S", default=60.0)
+# GET /metrics (imports/operations/metrics.py) answers Prometheus text to a scraper that sends
+# "Authorization: Bearer <DJANGO_METRICS_TOKEN>"; with no token configured it is off (404).
+METRICS_TOKEN = env.str("DJANGO_METRICS_TOKEN", default="")
+# Counters kept by every gunicorn and Celery process add up in prometheus_client's multiprocess mode: each
+# process writes its own files in this folder and /metrics reads them all. With a token it defaults to
+# var/prometheus; the web, worker and beat processes must share it, and it is emptied before they start
+# (README, Operations). prometheus_client reads the variable once, when it is first imported: it is set here,
+# before anything imports it.
+PROMETHEUS_MULTIPROC_DIR = env.str(
+    "PROMETHEUS_MULTIPROC_DIR",
+    default=str(VAR_DIR / "prometheus") if METRICS_TOKEN else "",
+)
+if PROMETHEUS_MULTIPROC_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 
 # --- AWS ------------------------------------------------------------------------------------
 # boto3 reads AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_PROFILE and friends from the environment

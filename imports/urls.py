@@ -10,6 +10,7 @@ from imports.views import (
     editor,
     health,
     jobs,
+    metrics,
     review,
     scans,
 )
@@ -21,6 +22,8 @@ urlpatterns = [
     # For load balancers: no login, no patient data, no AWS call.
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # For Prometheus: no login, a bearer token (DJANGO_METRICS_TOKEN); 404 while none is set.
+    path("metrics", metrics.metrics, name="metrics"),
     path("browse/", browse.browse, name="browse"),
     # /scans/
     path("scans/", scans.scan_list, name="scan_list"),

@@ -22,6 +22,7 @@ IAM permissions the dashboard's own credentials need:
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +42,7 @@ from botocore.exceptions import (
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 from django.conf import settings
 
+from imports.aws import metrics
 from imports.aws.ranged import RangedGetter
 
 if TYPE_CHECKING:
@@ -191,6 +193,21 @@ def _translate(error: Exception, doing: str) -> AwsError:
 _AWS_ERRORS = (ClientError, BotoCoreError)
 
 
+def _outcome(code: str, status: int) -> str:
+    """The `outcome` label of imports_aws_calls_total for an error answer: a few values, whatever AWS's codes."""
+    if code in _ACCESS_DENIED:
+        return "access_denied"
+    if code in _NOT_FOUND:
+        return "not_found"
+    if code in _THROTTLED:
+        return "throttled"
+    if code in _PRECONDITION:
+        return "precondition_failed"
+    if code in _UNAVAILABLE or status >= 500:
+        return "unavailable"
+    return "error"
+
+
 @functools.cache
 def _client(
     service: str,
@@ -215,7 +232,9 @@ def _client(
         max_pool_connections=64,
     )
     # A session per client: boto3's default session is not thread-safe to create clients from.
-    return _session().client(service, config=config)  # type: ignore[call-overload]
+    client = _session().client(service, config=config)  # type: ignore[call-overload]
+    metrics.instrument(client, _outcome)
+    return client
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -478,10 +497,21 @@ def s3_get_range(*, region: str, bucket: str, key: str, start: int, end: int) ->
     The scanner's hot path: signed and sent without botocore's per-request machinery (imports.aws.ranged explains
     why), with the client's credentials, endpoint, retries and errors.
     """
+    started, outcome = time.perf_counter(), metrics.OK
     try:
         return _ranged_getter(region).get_range(bucket, key, start, end)
     except _AWS_ERRORS as error:
+        outcome = (
+            _outcome(
+                str(error.response.get("Error", {}).get("Code", "")),
+                error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0),
+            )
+            if isinstance(error, ClientError)
+            else metrics.UNREACHABLE
+        )
         raise _translate(error, f"Reading s3://{bucket}/{key}") from error
+    finally:
+        metrics.record_call("GetObject", outcome, time.perf_counter() - started)
 
 
 def s3_read_object(*, region: str, bucket: str, key: str, max_bytes: int) -> bytes:

@@ -19,10 +19,19 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError
 from django.utils import timezone
+from prometheus_client import Histogram
 
 from imports.models import Datastore, RateLimit
 
 START_IMPORT_JOB = "healthimaging.StartDICOMImportJob"
+
+# How long `acquire` waited: "acquired", or "timed_out" after JOBS_LIMITER_WAIT_S (the job is retried later).
+WAIT_SECONDS = Histogram(
+    "imports_limiter_wait_seconds",
+    "Time a worker waited for a rate-limiter slot (StartDICOMImportJob), by outcome.",
+    ["outcome"],
+    buckets=(0.005, 0.05, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
 
 
 def start_import_slot(datastore: Datastore) -> tuple[str, float]:
@@ -72,11 +81,14 @@ def try_acquire(name: str, interval_s: float, *, now: datetime | None = None) ->
 
 def acquire(name: str, interval_s: float, timeout_s: float) -> bool:
     """Wait for the slot of `name` for at most `timeout_s`; False if it never came."""
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s
     while True:
         wait = try_acquire(name, interval_s)
         if wait == 0:
+            WAIT_SECONDS.labels(outcome="acquired").observe(time.monotonic() - started)
             return True
         if time.monotonic() + wait > deadline:
+            WAIT_SECONDS.labels(outcome="timed_out").observe(time.monotonic() - started)
             return False
         time.sleep(wait)

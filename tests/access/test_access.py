@@ -17,8 +17,15 @@ SAMPLE_VALUES = {
     "path": "x/y",
 }
 # The admin site has its own login form; it signs in against the same accounts.
-# The sign-in pages, the icon, and the probes for load balancers (tests/operations/test_health.py).
-PUBLIC = {"/accounts/login/", "/admin/login/", "/favicon.ico", "/healthz", "/readyz"}
+# The sign-in pages, the icon, the probes for load balancers and /metrics (behind its own bearer token).
+PUBLIC = {
+    "/accounts/login/",
+    "/admin/login/",
+    "/favicon.ico",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+}
 
 
 def all_urls() -> Iterator[str]:

@@ -42,6 +42,7 @@ EXPECTED: dict[str, tuple[Rule, Rule]] = {
     # Probes for load balancers: no login; a 503 (not healthy) is an answer too.
     "imports:healthz": (PUBLIC, NOT_ALLOWED),
     "imports:readyz": (PUBLIC, NOT_ALLOWED),
+    "imports:metrics": (PUBLIC, NOT_ALLOWED),
     "imports:dashboard": (VIEWER, None),
     "imports:browse": (OPERATOR, None),
     "imports:scan_list": (VIEWER, None),
