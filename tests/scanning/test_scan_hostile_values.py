@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from imports.models import ObjectHeader, Scan, ScanObject
-from imports.scanning import control, pipeline, run, storable
+from imports.scanning import control, lookup, pipeline, run, storable
 from localaws.testing import LocalAWSHandle, dicom_bytes
 
 STUDY = "1.2.826.0.1.3680043.8.498.77"
@@ -204,6 +204,17 @@ def test_a_key_no_column_can_hold_is_the_objects_reason(
     refused = case.status != ObjectHeader.Status.OK
     assert header.reusable is not refused
     assert (header.requests == 0) is refused
+
+
+def test_a_scan_that_met_a_nul_key_still_describes_its_prefix(
+    db: None, bucket: LocalAWSHandle
+) -> None:
+    # Otherwise every draft of the prefix would start a new scan, for ever.
+    bucket.put(f"s3://{BUCKET}/{PREFIX}nul\x00key.dcm", dicom())
+    scan = run_scan()
+    assert lookup.scan_is_current(scan=scan)
+    bucket.put(f"s3://{BUCKET}/{PREFIX}nul\x00key-2.dcm", dicom())
+    assert not lookup.scan_is_current(scan=scan)
 
 
 # --- The fallback: a row that still fails never loses its batch -----------------------------------
