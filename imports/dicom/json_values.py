@@ -53,6 +53,8 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "SV": (-(2**63), 2**63 - 1),
     "IS": (-(2**31), 2**31 - 1),
 }
+# A JSON number beyond a double (1e999) parses as infinity, which JSON itself cannot write back.
+_NOT_FINITE = "value is beyond the range of a double (about ±1.8e308); {vr} values must be finite numbers"
 _DS_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _IS_RE = re.compile(r"[+-]?\d+")
 _CS_RE = re.compile(r"[A-Z0-9 _]*")
@@ -139,10 +141,8 @@ def number_string_problem(vr: str, value: Any) -> str | None:
     else:
         number = value
     if vr == "DS":
-        if not math.isfinite(
-            number
-        ):  # pragma: no cover - json never yields it: constants are rejected
-            return "DS must be a finite number"
+        if not math.isfinite(number):  # 1e999 parses, as infinity
+            return _NOT_FINITE.format(vr="DS")
         return None
     if isinstance(number, float):
         if not number.is_integer():
@@ -154,7 +154,21 @@ def number_string_problem(vr: str, value: Any) -> str | None:
     return None
 
 
+def surrogate_problem(value: str) -> str | None:
+    """A lone surrogate ("\\ud800" in JSON) is no character: no database stores it and no page can show it."""
+    lone = sorted({c for c in value if "\ud800" <= c <= "\udfff"})
+    if not lone:
+        return None
+    names = ", ".join(f"U+{ord(c):04X}" for c in lone[:3])
+    return (
+        f"contains a lone surrogate ({names}), which is half of a character, not a character; "
+        "write the character itself, or both halves of its surrogate pair"
+    )
+
+
 def string_problem(vr: str, value: str, *, quote_uid: bool) -> str | None:
+    if problem := surrogate_problem(value):
+        return problem
     # Format problems first: "DA is YYYYMMDD" helps more than "DA is at most 8 characters".
     if vr == "UI":
         return uid_problem(value) if quote_uid else uid_problem_unquoted(value)
@@ -205,6 +219,8 @@ def scalar_problem(tag: int, vr: str, value: Any) -> str | None:
     if vr in ("FL", "FD"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"{vr} values must be JSON numbers; got {type_name(value)}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return _NOT_FINITE.format(vr=vr)
         return None
     if vr == "AT":
         if isinstance(value, str) and TAG_KEY_RE.fullmatch(value):

@@ -50,6 +50,7 @@ from imports.models import (
     ScanStudy,
 )
 from imports.scanning.index import SERIES_ATTRIBUTES, STUDY_ATTRIBUTES
+from imports.scanning.storable import json_storable, text_storable
 from imports.validators import split_s3_uri
 
 PATIENT_ATTRIBUTES = frozenset({"PatientName", "PatientID"})
@@ -145,7 +146,15 @@ def editor_open(*, draft: ImportDraft, path: str) -> Opened:
             etag=body.etag,
             read_only_reason=f"The file cannot be shown as rows ({first}); it opens read-only.",
         )
-    rows, reason = rows_from_document(check.document)
+    # What no page or database can hold is shown as U+FFFD (or empty), and never saved back.
+    document, unshowable = json_storable(check.document)
+    rows, reason = rows_from_document(document)
+    if unshowable:
+        first = f" ({text_storable(str(check.errors[0]))})" if check.errors else ""
+        reason = (
+            "the file holds a NUL character, a lone surrogate or a number beyond a double, which "
+            f"the editor cannot show as written or save back{first}"
+        )
     return Opened(
         path=path,
         etag=body.etag,
@@ -205,6 +214,12 @@ def _with_kept_values(
     current = editor_open(draft=draft, path=path)
     if current.etag != loaded_etag:
         raise EditorConflict(current)
+    if current.read_only_reason:
+        # Its rows are what the editor could show, not what the file holds.
+        raise EditorRefused(
+            f"{current.read_only_reason} Masked patient values cannot be kept from it. "
+            "Nothing was written."
+        )
     held = {tag_parse(row.tag)[0]: row for row in current.rows}
     restored = []
     for number, row in enumerate(rows, start=1):

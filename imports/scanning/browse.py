@@ -13,6 +13,7 @@ from django.core.cache import cache
 from imports.aws import client as aws
 from imports.dicom.sniff import sniff_kind
 from imports.models import ObjectHeader
+from imports.scanning.storable import text_storable
 from imports.validators import split_s3_uri
 
 
@@ -79,7 +80,9 @@ def s3_browse(
     scanned = {
         (key, etag): kind
         for key, etag, kind in ObjectHeader.objects.filter(
-            bucket=bucket, key__in=[o.key for o in objects]
+            # A key no column can hold (a NUL) is never in the cache, and cannot even be asked for.
+            bucket=bucket,
+            key__in=[o.key for o in objects if text_storable(o.key) == o.key],
         ).values_list("key", "etag", "kind")
     }
     sniffed = cache.get_many([_sniff_cache_key(bucket, o) for o in objects])

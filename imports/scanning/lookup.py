@@ -13,6 +13,7 @@ from imports.dicom.patient import ValueMask
 from imports.mappings.rules import MetadataFile, PrefixIndex
 from imports.models import Datastore, ObjectHeader, Scan, ScanSeries, ScanStudy
 from imports.scanning import control
+from imports.scanning.storable import text_storable
 
 
 def index_for_prefix(
@@ -63,7 +64,8 @@ def scan_is_current(*, scan: Scan) -> bool:
             token=token,
         )
         listed.update(
-            (obj.key, obj.etag)
+            # As the scan stored it: a key with a NUL has U+FFFD in its place (scanning/storable.py).
+            (text_storable(obj.key), obj.etag)
             for obj in page.objects
             # Zero-byte "folder/" keys are console placeholders; the scan skips them too.
             if not (obj.key.endswith("/") and obj.size == 0)

@@ -26,6 +26,13 @@ from django.utils import timezone
 from imports.aws import client as aws
 from imports.models import ObjectHeader, Scan, ScanObject, ScanUnread
 from imports.scanning.reader import FirstReadSizes, TransientFailure, read_object
+from imports.scanning.storable import (
+    header_storable,
+    headers_create,
+    key_refused,
+    stand_in,
+    text_storable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -174,11 +181,15 @@ class ReadPipeline:
             (h.key, h.etag): h
             for h in ObjectHeader.objects.filter(
                 bucket=self.scan.bucket,
-                key__in=[o.key for o in page],
+                key__in=[o.key for o in page if text_storable(o.key) == o.key],
                 reusable=True,
             )
         }
         for obj in page:
+            if text_storable(obj.key) != obj.key:
+                # Never read: no row can hold its key, and "read the rest" could not ask for it again.
+                self.read.append(key_refused(self.scan.bucket, obj))
+                continue
             header = known.get((obj.key, obj.etag))
             if header is not None:
                 self.cached.append(header)
@@ -439,17 +450,22 @@ class ReadPipeline:
         dirty, self.unread_dirty = self.unread_dirty, {}
         requests, self.requests = self.requests, 0
         bytes_read, self.bytes_read = self.bytes_read, 0
+        # The one choke point: what no column can hold becomes the object's reason here.
+        read = [header_storable(h) for h in read]
         with transaction.atomic():
             status_of: dict[int, str] = {h.pk: h.status for h in cached}
-            reusable = [h for h in read if h.reusable]
-            own = [h for h in read if not h.reusable]
             # Two scans of overlapping prefixes may read the same version at once; the unique
             # constraint keeps one reusable row, and the re-query below picks up whichever won.
-            ObjectHeader.objects.bulk_create(reusable, ignore_conflicts=True)
+            # A row the database refuses is replaced by one of this scan's own (headers_create).
+            stored = headers_create(
+                [h for h in read if h.reusable], ignore_conflicts=True
+            )
+            reusable = [h for h in stored if h.reusable]
             # Rows that are not reusable are this scan's own: new rows, never an earlier scan's.
-            ObjectHeader.objects.bulk_create(own)
-            status_of.update({h.pk: h.status for h in own})
+            own = [h for h in stored if not h.reusable]
+            own += headers_create([h for h in read if not h.reusable])
             wanted = {(h.key, h.etag) for h in reusable}
+            found: set[tuple[str, str]] = set()
             for key, etag, pk, status in ObjectHeader.objects.filter(
                 bucket=self.scan.bucket,
                 key__in=[h.key for h in reusable],
@@ -457,6 +473,12 @@ class ReadPipeline:
             ).values_list("key", "etag", "pk", "status"):
                 if (key, etag) in wanted:
                     status_of[pk] = status
+                    found.add((key, etag))
+            # SQLite's INSERT OR IGNORE also skips a row its CHECK refuses, without a word.
+            lost = [h for h in reusable if (h.key, h.etag) not in found]
+            if lost:
+                own += headers_create([stand_in(h, "refused by a check") for h in lost])
+            status_of.update({h.pk: h.status for h in own})
             # Only the rows this transaction adds are counted: an object a died attempt already
             # recorded is neither linked nor counted twice.
             linked = set(
@@ -483,7 +505,7 @@ class ReadPipeline:
                             key=u.obj.key,
                             etag=u.obj.etag,
                             size=u.obj.size,
-                            error=str(u.error),
+                            error=text_storable(str(u.error)),
                             failures=u.failures,
                         )
                         for u in dirty.values()

@@ -14,11 +14,20 @@ from django.test import Client
 from django.urls import reverse
 
 from imports.drafts import services as drafts
-from imports.models import AuditEvent, Datastore, DraftMapping, ImportDraft, Scan
+from imports.models import (
+    AuditEvent,
+    Datastore,
+    DraftMapping,
+    ImportDraft,
+    ObjectHeader,
+    Scan,
+)
 from imports.roles import OPERATOR
 from imports.validators import JOB_NAME_RE
+from localaws.testing import dicom_bytes
 from tests.builders import (
     INPUT,
+    PREFIX,
     STUDY_A,
     STUDY_FILE,
     make_datastore,
@@ -275,6 +284,80 @@ def test_a_reveal_never_reflects_its_series_parameter(world: World) -> None:
         assert response.status_code == 302
         assert "script" not in response["Location"]
         assert "etc" not in response["Location"]
+
+
+# --- Values no database column can hold ---------------------------------------------------------
+
+# PostgreSQL text cannot hold U+0000, its JSON no lone surrogate and no number beyond a double; each
+# such object is its own reason (tests/scanning/test_scan_hostile_values.py has the rules one by one).
+UNSTORABLE_DICOM = {
+    "nul-pn.dcm": {"PatientName": "Doe\x00Jane"},
+    "nul-lo.dcm": {"StudyDescription": "CT\x00HEAD"},
+    "nul-id.dcm": {"PatientID": "PAT\x001"},
+}
+UNSTORABLE_JSON = {
+    "nul-value.json": '{"00081030": {"vr": "LO", "Value": ["CT\\u0000HEAD"]}}',
+    "nul-key.json": '{"0008\\u00001030": {"vr": "LO", "Value": ["CT"]}}',
+    "surrogate-value.json": '{"00081030": {"vr": "LO", "Value": ["CT \\ud800"]}}',
+    "surrogate-key.json": '{"\\ud800": {"vr": "LO", "Value": ["CT"]}}',
+    "fd-inf.json": '{"00189087": {"vr": "FD", "Value": [1e999]}}',
+    "ds-inf.json": '{"00180050": {"vr": "DS", "Value": [-1e999]}}',
+}
+NUL_KEY = "odd/nul\x00key.dcm"
+
+
+def test_values_no_column_can_hold_are_each_their_objects_reason_and_every_page_shows_them(
+    localaws: object, db: None
+) -> None:
+    seed_prefix(localaws)  # type: ignore[arg-type]
+    for name, attributes in UNSTORABLE_DICOM.items():
+        body = dicom_bytes(study=STUDY_A, series=f"{STUDY_A}.9", **attributes)
+        localaws.put(f"{INPUT}odd/{name}", body)  # type: ignore[attr-defined]
+    for name, text in UNSTORABLE_JSON.items():
+        put_json(localaws, f"odd/{name}", text)  # type: ignore[arg-type]
+    localaws.put(f"{INPUT}{NUL_KEY}", dicom_bytes(study=STUDY_A, series=f"{STUDY_A}.9"))  # type: ignore[attr-defined]
+    scan = scan_prefix()  # completed, or it fails here
+    odd = {
+        h.key.removeprefix(f"{PREFIX}odd/"): (h.status, h.error)
+        for h in ObjectHeader.objects.of_scan(scan).filter(key__contains="/odd/")
+    }
+    assert len(odd) == len(UNSTORABLE_DICOM) + len(UNSTORABLE_JSON) + 1
+    assert all(status in ("unreadable", "json_invalid") for status, _ in odd.values())
+    assert all(error for _, error in odd.values()), odd
+    assert "The key holds a NUL character" in odd["nul\ufffdkey.dcm"][1]
+    # The study of the good files is indexed; no odd file joined it.
+    assert not scan.studies.filter(series__series_instance_uid=f"{STUDY_A}.9").exists()
+
+    alice = _user("alice", OPERATOR)
+    datastore = make_datastore()
+    draft = drafts.draft_start(
+        actor=alice,
+        datastore=datastore,
+        input_s3_uri=datastore.input_s3_uri,
+        output_s3_uri=datastore.output_s3_uri,
+    )
+    client = signed_in(alice)
+    detail = reverse("imports:scan_detail", kwargs={"pk": scan.pk})
+    pages = [
+        (detail, {}),
+        *((detail, {"fragment": f}) for f in ("studies", "problems", "json-files")),
+        (detail, {"problems_page": "2"}),
+        (reverse("imports:draft_detail", kwargs={"pk": draft.pk}), {}),
+        (reverse("imports:browse"), {"uri": f"{INPUT}odd/"}),
+        *(
+            (
+                reverse("imports:editor", kwargs={"pk": draft.pk}),
+                {"path": f"odd/{name}"},
+            )
+            for name in UNSTORABLE_JSON
+        ),
+    ]
+    for url, query in pages:
+        response = client.get(url, query)
+        assert_safe(response, f"GET {url} {query}")
+        assert response.status_code == 200, (url, query)
+        if "path" in query:
+            assert "the file opens read-only" in response.content.decode(), query
 
 
 # --- Oversize and deep ------------------------------------------------------------------------

@@ -643,6 +643,19 @@ FAILING = [
     ("00101010", attr("AS", "45Y"), "00101010.Value[0]", "AS is three digits"),
     ("00081030", attr("LO", "a\\b"), "00081030.Value[0]", "backslash"),
     ("00081030", attr("LO", "a\nb"), "00081030.Value[0]", "control character U+000A"),
+    ("00081030", attr("LO", "a\x00b"), "00081030.Value[0]", "control character U+0000"),
+    (
+        "00081030",
+        attr("LO", "a\ud800b"),
+        "00081030.Value[0]",
+        "lone surrogate (U+D800)",
+    ),
+    (
+        "00100010",
+        attr("PN", {"Alphabetic": "Doe^\udfff"}),
+        "00100010.Value[0].Alphabetic",
+        "lone surrogate (U+DFFF)",
+    ),
     ("00204000", attr("LT", "x" * 10241), "00204000.Value[0]", "LT is at most 10240"),
     ("00081030", attr("LO", "a", "b"), "00081030.Value", "takes VM 1; got 2 values"),
     ("00280010", attr("US", 70000), "00280010.Value[0]", "out of range for US"),
@@ -709,6 +722,10 @@ PASSING = [
     ("00100010", attr("PN", {"Alphabetic": "Doe^Jane^^Dr^PhD"})),
     ("00100021", attr("LO", None)),
     ("00280009", attr("AT", "00100010", "00200013")),
+    # A surrogate pair in the JSON text is one character (U+1F600), not a lone surrogate.
+    ("00081030", attr("LO", "CT \U0001f600")),
+    ("00189087", attr("FD", 1e308)),
+    ("00189087", attr("FD", -5e-324)),
 ]
 
 
@@ -717,6 +734,27 @@ PASSING = [
 )
 def test_it_accepts_dicom_json_that_follows_the_rules(key: str, attribute: Any) -> None:
     assert check({**GOOD, key: attribute}) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "finite"),
+    [
+        ('{"00189087": {"vr": "FD", "Value": [1e999]}}', False),
+        ('{"00189087": {"vr": "FD", "Value": [1.7e308]}}', True),
+        ('{"00180050": {"vr": "DS", "Value": [-1e999]}}', False),
+        ('{"00180050": {"vr": "DS", "Value": [-1.7e308]}}', True),
+    ],
+)
+def test_it_rejects_a_number_beyond_a_double_which_parses_as_infinity(
+    text: str, finite: bool
+) -> None:
+    errors = [(e.path, e.message) for e in validate_dicom_json(text).errors]
+    if finite:
+        assert errors == []
+    else:
+        [(path, message)] = errors
+        assert path.endswith(".Value[0]")
+        assert "beyond the range of a double" in message
 
 
 def test_it_rejects_a_top_level_array() -> None:

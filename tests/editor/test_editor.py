@@ -208,6 +208,72 @@ def test_a_file_with_a_sequence_or_bulk_data_opens_read_only(
     assert [r.tag for r in plain.rows] == ["00081030", "0020000D"]
 
 
+# Values no page and no database can hold: the file opens read-only with the reason, never a 500.
+UNSHOWABLE = {
+    "NUL in a value": (
+        '{"00081030": {"vr": "LO", "Value": ["CT\\u0000HEAD"]}}',
+        "U+0000",
+    ),
+    "lone surrogate in a value": (
+        '{"00081030": {"vr": "LO", "Value": ["CT \\ud800"]}}',
+        "lone surrogate (U+D800)",
+    ),
+    "lone surrogate in a key": (
+        '{"\\ud800": {"vr": "LO", "Value": ["CT"]}, "00081030": {"vr": "LO", "Value": ["CT"]}}',
+        "key 1 is not a valid key",
+    ),
+    "NUL in a key": ('{"0008\\u00001030": {"vr": "LO", "Value": ["CT"]}}', "key 1"),
+    "1e999 under FD": (
+        '{"00189087": {"vr": "FD", "Value": [1e999]}}',
+        "beyond the range of a double",
+    ),
+    "-1e999 under DS": (
+        '{"00180050": {"vr": "DS", "Value": [-1e999]}}',
+        "beyond the range of a double",
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "reason"), UNSHOWABLE.values(), ids=UNSHOWABLE.keys())
+def test_a_file_no_page_can_show_opens_read_only_with_its_reason(
+    draft: ImportDraft,
+    client_alice: Client,
+    world: LocalAWSHandle,
+    text: str,
+    reason: str,
+) -> None:
+    world.put(f"{INPUT}metadata/hostile.json", text)
+    opened = editor.editor_open(draft=draft, path="metadata/hostile.json")
+    assert reason in opened.read_only_reason
+    assert opened.read_only_reason.endswith("the file opens read-only.")
+    response = client_alice.get(editor_url(draft), {"path": "metadata/hostile.json"})
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert 'id="read-only"' in body
+    assert reason in body
+    assert "Save and map" not in body
+
+
+def test_a_file_with_a_surrogate_pair_is_one_character_and_opens_for_editing(
+    draft: ImportDraft, client_alice: Client, world: LocalAWSHandle
+) -> None:
+    world.put(
+        f"{INPUT}metadata/emoji.json",
+        '{"00081030": {"vr": "LO", "Value": ["CT \\ud83d\\ude00"]}}',
+    )
+    opened = editor.editor_open(draft=draft, path="metadata/emoji.json")
+    assert opened.read_only_reason == ""
+    assert [r.value for r in opened.rows] == ["CT \U0001f600"]
+    draft.mappings.create(
+        study_instance_uid=STUDY_A,
+        series_instance_uid="",
+        metadata_file_path="metadata/emoji.json",
+    )
+    response = client_alice.get(editor_url(draft), {"path": "metadata/emoji.json"})
+    assert response.status_code == 200
+    assert "Save and map" in response.content.decode()
+
+
 # --- The overwrite guard ---------------------------------------------------------------------------------
 
 

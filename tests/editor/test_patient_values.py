@@ -325,3 +325,19 @@ def test_masked_rows_stay_masked_through_check_and_add_then_save_keeps_them(
     data = submitted(page, **{"replace": "on", "action": "save"})
     assert client_alice.post(editor_url(draft), data).status_code == 302
     assert s3_document(localaws) == PATIENT_DOCUMENT
+
+
+def test_masked_values_are_never_kept_from_a_file_the_editor_cannot_show(
+    draft: ImportDraft, client_alice: Client, localaws: LocalAWSHandle
+) -> None:
+    # The page shows U+FFFD for the NUL; keeping "the file's value" would write that instead.
+    hostile = json.dumps(PATIENT_DOCUMENT).replace("DEMO0001", "DEMO\\u00000001")
+    put_json(localaws, PATIENT_FILE, hostile)
+    page = open_page(client_alice, draft)
+    assert 'id="read-only"' in page
+    data = submitted(page, **{"replace": "on", "action": "save"})
+    assert data["rows-3-kept"] == ["1"]
+    response = client_alice.post(editor_url(draft), data)
+    assert response.status_code in (400, 409, 422)
+    assert "Masked patient values cannot be kept from it" in response.content.decode()
+    assert s3_document(localaws)["00100020"]["Value"] == ["DEMO\x000001"]
