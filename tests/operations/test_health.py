@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +12,7 @@ from django.core.management import call_command
 from django.db.migrations.loader import MigrationLoader
 from django.test import Client
 from django.utils import timezone
+from kombu import Connection
 
 from imports.models import Heartbeat
 from imports.operations import health
@@ -22,23 +22,19 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def broker_away() -> Iterator[None]:
-    """A broker nobody listens on: a Redis URL on a closed port."""
-    conf: Any = current_app.conf
-    previous = conf.broker_url, conf.broker_transport, conf.broker_write_url
-    # The embedded default names its transport apart from the URL; a URL alone must decide here.
-    conf.broker_url, conf.broker_transport, conf.broker_write_url = (
-        "redis://127.0.0.1:9/0",
-        None,
-        None,
+def broker_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker nobody listens on, a Redis URL on a closed port, for the connection the probe opens.
+
+    Only the probe's connection is pointed there: the app's configuration and pools stay as they are, so the
+    tests after this one still reach the real broker (kombu keeps pools in a process-wide registry, and
+    Celery reads CELERY_BROKER_URL from the environment before its own setting).
+    """
+    dead = "redis://127.0.0.1:9/0"
+    monkeypatch.setattr(
+        current_app,
+        "connection_for_write",
+        lambda *args, **kwargs: Connection(dead, transport="redis"),
     )
-    # The probe opens a connection of its own from the configuration (connection_for_write). The app's
-    # pool is left alone: kombu keeps pools in a process-wide registry, and a closed one stays closed
-    # ("Acquire on closed pool" for every task sent later in this process).
-    try:
-        yield
-    finally:
-        conf.broker_url, conf.broker_transport, conf.broker_write_url = previous
 
 
 def test_healthz_needs_no_login_and_names_each_probe(client: Client) -> None:
@@ -89,7 +85,7 @@ def test_readyz_adds_migrations_and_fails_while_one_is_not_applied(
     client: Client,
 ) -> None:
     ready = client.get("/readyz")
-    assert ready.status_code == 200
+    assert ready.status_code == 200, ready.json()
     assert ready.json()["migrations"] == "ok"
     # One step back from the latest migration, whichever it is.
     graph = MigrationLoader(None, ignore_no_migrations=True).graph
