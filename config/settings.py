@@ -131,13 +131,27 @@ TEMPLATES = [
     },
 ]
 
+SQLITE_OPTIONS = {
+    "timeout": 20,
+    "transaction_mode": "IMMEDIATE",
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The embedded default has the web process, a worker and beat writing one file: a writer waits up to
-    # 20 s for another's lock (SQLite's default is 5 s, which a busy laptop's worker outlasted).
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+    # The embedded default has the web process, a worker and beat writing one file:
+    # - a writer waits up to 20 s for another's lock (SQLite's default is 5 s, which a busy laptop's
+    #   worker outlasted);
+    # - write-ahead logging lets readers and the one writer go on side by side (in the default rollback
+    #   journal, a reader that has not finished holds back every writer's commit);
+    # - IMMEDIATE transactions take the write lock at BEGIN, where the 20 s wait applies. A DEFERRED one
+    #   that read first and then writes while another writes is refused at once ("database is locked"),
+    #   whatever the timeout.
+    DATABASES["default"]["OPTIONS"] = {
+        **SQLITE_OPTIONS,
+        **DATABASES["default"].get("OPTIONS", {}),
+    }
 # Per-process memory by default; CACHE_URL=redis://... shares it between gunicorn workers.
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 # Sessions are read through the cache when the cache is shared by every process (Redis, Memcached), so
