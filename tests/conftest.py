@@ -36,6 +36,19 @@ ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A killed run's SQLite write-ahead log goes before the test database is made again.
+
+    Django replaces the database file but not its `-wal` and `-shm` neighbours, and SQLite would
+    replay a stale log into the new file.
+    """
+    database = django_settings.DATABASES["default"]
+    name = database.get("TEST", {}).get("NAME")
+    if database["ENGINE"] == "django.db.backends.sqlite3" and name:
+        for suffix in ("-wal", "-shm"):
+            Path(f"{name}{suffix}").unlink(missing_ok=True)
+
+
 def missing_service(reason: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI needs this, but it is missing: {reason}")
