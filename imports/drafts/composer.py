@@ -5,7 +5,7 @@ Read-only; changes go through imports.drafts.services. Built in a fixed number o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.core.paginator import Page, Paginator
 from django.db.models import Prefetch
@@ -65,6 +65,17 @@ class TreeStudy:
     series: list[TreeSeries]
 
 
+@dataclass(frozen=True)
+class StudyContext:
+    """What names a study to a reader next to its bare UID: the scan's date, description and modalities."""
+
+    date: str  # DICOM DA, YYYYMMDD, or ""
+    description: str
+    modalities: tuple[
+        str, ...
+    ]  # its series', sorted; a series mapping names its own only
+
+
 @dataclass
 class Composer:
     draft: ImportDraft
@@ -79,6 +90,8 @@ class Composer:
     json_files: list[tuple[str, str, str]]  # (path, status, first error)
     # Studies mapped at both levels: the series file wins for the attributes it names.
     both_levels: dict[str, list[str]]
+    # The shown problems' rows, named by their study (not in the scan: no entry).
+    row_contexts: dict[int, StudyContext] = field(default_factory=dict)
 
     @property
     def errors(self) -> int:
@@ -89,10 +102,14 @@ class Composer:
         return sum(p.severity == "warning" for p in self.problems)
 
     @property
-    def shown_problems(self) -> list[tuple[Problem, int]]:
-        """The first problems, each with the page of the mappings table that holds its row."""
+    def shown_problems(self) -> list[tuple[Problem, int, StudyContext | None]]:
+        """The first problems, each with the page of the mappings table that holds its row, and its study."""
         return [
-            (p, rows_page_of(p.row) if p.row else 1)
+            (
+                p,
+                rows_page_of(p.row) if p.row else 1,
+                self.row_contexts.get(p.row) if p.row else None,
+            )
             for p in self.problems[:PROBLEMS_SHOWN]
         ]
 
@@ -188,6 +205,11 @@ def draft_composer(
         for study in studies
     ]
     row_pages = Paginator(rows, ROWS_PER_PAGE).get_page(rows_page)
+    shown_rows = [
+        rows[p.row - 1]
+        for p in problems[:PROBLEMS_SHOWN]
+        if p.row is not None and p.row <= len(rows)
+    ]
     return Composer(
         draft=draft,
         studies=tree,
@@ -200,4 +222,63 @@ def draft_composer(
         suggestions=draft_suggestions(draft=draft) if completed else [],
         json_files=json_files,
         both_levels=both_levels,
+        row_contexts=study_contexts(
+            scan=scan if completed else None,
+            rows={r.row: r.mapping for r in shown_rows},
+        ),
     )
+
+
+def draft_problems_with_studies(
+    *, draft: ImportDraft, problems: list[Problem]
+) -> list[tuple[Problem, StudyContext | None]]:
+    """The problems, each with the study its row maps (the confirmation page lists them all)."""
+    scan = draft.scan
+    mappings = list(
+        draft.mappings.all()
+    )  # draft_validate's order: row n is mappings[n - 1]
+    rows = {
+        p.row: mappings[p.row - 1]
+        for p in problems
+        if p.row is not None and p.row <= len(mappings)
+    }
+    completed = scan is not None and scan.status == Scan.Status.COMPLETED
+    contexts = study_contexts(scan=scan if completed else None, rows=rows)
+    return [(p, contexts.get(p.row) if p.row else None) for p in problems]
+
+
+def study_contexts(
+    *, scan: Scan | None, rows: dict[int, DraftMapping]
+) -> dict[int, StudyContext]:
+    """Each row's study as the scan saw it, in two queries for however many rows (a problem quotes UIDs only)."""
+    if scan is None or not rows:
+        return {}
+    uids = {mapping.study_instance_uid for mapping in rows.values()}
+    studies = {
+        study.study_instance_uid: study
+        for study in ScanStudy.objects.filter(scan=scan, study_instance_uid__in=uids)
+        .only("study_instance_uid", "study_description", "study_date")
+        .prefetch_related(
+            Prefetch(
+                "series",
+                ScanSeries.objects.only("study_id", "series_instance_uid", "modality"),
+            )
+        )
+    }
+    contexts: dict[int, StudyContext] = {}
+    for row, mapping in rows.items():
+        study = studies.get(mapping.study_instance_uid)
+        if study is None:
+            continue
+        series = [
+            s
+            for s in study.series.all()
+            if not mapping.series_instance_uid
+            or s.series_instance_uid == mapping.series_instance_uid
+        ]
+        contexts[row] = StudyContext(
+            date=study.study_date,
+            description=study.study_description,
+            modalities=tuple(sorted({s.modality for s in series if s.modality})),
+        )
+    return contexts

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from imports.audit import records as audit
 from imports.drafts import confirmation, preview
 from imports.drafts import services as drafts
+from imports.drafts.composer import draft_problems_with_studies
 from imports.drafts.summary import draft_summary
 from imports.forms import (
     DraftConfirmForm,
@@ -201,6 +202,7 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "draft": draft,
         "form": form,
         "problems": problems,
+        "problem_rows": draft_problems_with_studies(draft=draft, problems=problems),
         "errors": [p for p in problems if p.severity == "error"],
         "warnings": [p for p in problems if p.severity == "warning"],
         "request_json": json.dumps(request_payload, indent=2),

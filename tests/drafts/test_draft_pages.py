@@ -312,6 +312,32 @@ def test_the_composer_shows_problems_with_links_to_their_rows(
     assert "json_invalid" in content
 
 
+def test_a_problem_names_its_study_by_description_date_and_modality(
+    client_alice: Client, draft: ImportDraft
+) -> None:
+    drafts.draft_assign(
+        draft=draft, actor=None, version=1, targets=[(STUDY_B, "")], path=WRONG_VR_FILE
+    )
+    # A row for a study the scan never saw (as a loaded CSV can hold): nothing to name it by.
+    DraftMapping.objects.create(
+        draft=draft, study_instance_uid="2.25.999", metadata_file_path=WRONG_VR_FILE
+    )
+    composer = client_alice.get(
+        reverse("imports:draft_detail", args=[draft.pk])
+    ).content.decode()
+    confirmation = client_alice.get(
+        reverse("imports:draft_confirm", args=[draft.pk])
+    ).content.decode()
+    assert '#row-2">Row 2</a>' in composer
+    assert '#row-2">Row 2</a>' in confirmation
+    for page in (composer, confirmation):
+        named = page.split('class="study-context muted"')
+        assert (
+            len(named) == 1 + 1
+        )  # row 1's study; none for the study the scan never saw
+        assert named[1].startswith(">(MR KNEE, 2024-01-02, CT)</span>")
+
+
 def test_the_composer_says_which_file_wins_when_both_levels_are_mapped(
     client_alice: Client, draft: ImportDraft
 ) -> None:
