@@ -117,6 +117,65 @@ def editor_target_problem(*, draft: ImportDraft, target: Target) -> str:
     return ""
 
 
+# --- What the instances hold now --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CurrentValue:
+    """An attribute as the scan found it in the target's instances, before any file overrides it."""
+
+    value: str  # the value most instances carry ("" when they carry none)
+    others: int  # how many other values the rest carry
+    patient: bool  # masked unless patient details are revealed
+
+
+def editor_current_values(
+    *, draft: ImportDraft, target: Target | None
+) -> dict[str, CurrentValue]:
+    """Keyword -> the target's current value, for the attributes the scan indexes (two queries at most).
+
+    The scan reads every instance's header but keeps only these attributes per study and series, so an
+    attribute outside them has no current value here; the preview reads one instance's whole header.
+    """
+    scan = draft.scan
+    if target is None or scan is None or scan.status != Scan.Status.COMPLETED:
+        return {}
+    owners: list[tuple[ScanStudy | ScanSeries, dict[str, str]]] = []
+    study = (
+        ScanStudy.objects.filter(scan=scan, study_instance_uid=target.study)
+        .only("variants", *STUDY_ATTRIBUTES.values())
+        .first()
+    )
+    if study is None:
+        return {}
+    owners.append((study, STUDY_ATTRIBUTES))
+    if target.series:
+        series = (
+            ScanSeries.objects.filter(study=study, series_instance_uid=target.series)
+            .only("variants", *SERIES_ATTRIBUTES.values())
+            .first()
+        )
+        if series is None:
+            return {}
+        owners.append((series, SERIES_ATTRIBUTES))
+    current: dict[str, CurrentValue] = {}
+    for owner, columns in owners:
+        for keyword, column in columns.items():
+            ranked = owner.variants.get(keyword)
+            if (
+                ranked
+            ):  # the index ranked the values by frequency: the first is the most common
+                value, others = ranked[0], len(ranked) - 1
+            else:
+                value, others = getattr(owner, column), 0
+            current[keyword] = CurrentValue(
+                "" if value is None else str(value),
+                others,
+                keyword in PATIENT_ATTRIBUTES,
+            )
+    return current
+
+
 # --- Opening --------------------------------------------------------------------------------------------
 
 

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 from django import template
 from django.utils.html import escape
@@ -36,6 +38,12 @@ def key_wrap(value: str | None) -> SafeString:
             if segment
         )
     )
+
+
+@register.filter
+def lookup(mapping: Mapping[str, Any] | None, key: str | None) -> Any:
+    """mapping[key], or None: `{{ current|lookup:check.info.keyword }}`."""
+    return mapping.get(key or "") if mapping else None
 
 
 @register.filter

@@ -101,6 +101,7 @@ def _page(
         "can_reveal": request.user.has_perm(REVEAL_PERMISSION),
         "fix": fix,
         "max_rows": MAX_ROWS,
+        "current": editor.editor_current_values(draft=draft, target=target),
     }
     template = "imports/editor.html#editor" if request.htmx else "imports/editor.html"
     return render(request, template, context, status=status)
@@ -373,6 +374,8 @@ def editor_row(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "errors": sum(bool(c.errors) for c in checks),
         "oob": True,
         "suggestions": tag_search(check.input.tag) if part == "row" else [],
+        "current": editor.editor_current_values(draft=draft, target=target),
+        "revealed": _revealed(request, draft),
     }
     return render(request, f"imports/editor.html#{part}", context)
 

@@ -12,6 +12,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from imports.dicom.patient import mask_value
 from imports.drafts import services as drafts
 from imports.editor import files as editor
 from imports.editor.rows import RowInput
@@ -341,3 +342,64 @@ def test_masked_values_are_never_kept_from_a_file_the_editor_cannot_show(
     assert response.status_code in (400, 409, 422)
     assert "Masked patient values cannot be kept from it" in response.content.decode()
     assert s3_document(localaws)["00100020"]["Value"] == ["DEMO\x000001"]
+
+
+# --- What the instances hold now ----------------------------------------------------------------------------
+
+
+def _now_lines(page: str) -> dict[str, str]:
+    """Row number -> its "Now in the scanned instances" line."""
+    lines = {}
+    for part in page.split('<div id="row-')[1:]:
+        number, _, rest = part.partition("-check")
+        if '<p class="muted now">' in rest.split("</div>", 1)[0]:
+            line = rest.split('<p class="muted now">', 1)[1].split("</p>", 1)[0]
+            lines[number] = line
+    return lines
+
+
+def test_each_row_shows_what_the_instances_hold_now_with_patient_values_masked(
+    draft: ImportDraft, client_alice: Client
+) -> None:
+    # The file's rows: 1 StudyDescription, 2 PatientName, 3 PatientID, 4 StudyInstanceUID (not indexed).
+    lines = _now_lines(open_page(client_alice, draft))
+    assert set(lines) == {"1", "2", "3"}
+    # The two series disagree (two instances each): the first ranked value, and how many others.
+    assert lines["1"] in (
+        f"Now in the scanned instances: “{value}”, and 1 other value"
+        for value in ("CT Chest w/ contrast", "CT CHEST W CONTRAST")
+    )
+    assert lines["3"] == f"Now in the scanned instances: “{mask_value('PAT-1')}”"
+    assert "PAT-1" not in lines["3"]
+    assert "Jane" not in lines["2"]
+
+    reveal(client_alice, draft)
+    revealed = _now_lines(open_page(client_alice, draft))
+    assert revealed["3"] == "Now in the scanned instances: “PAT-1”"
+    assert revealed["2"] == "Now in the scanned instances: “Doe^Jane”"
+
+
+def test_a_row_typed_in_shows_what_the_instances_hold_now(
+    draft: ImportDraft, client_alice: Client
+) -> None:
+    url = reverse("imports:editor_row", args=[draft.pk])
+    for tag, expected in (
+        ("Modality", "Now in the scanned instances: “CT”"),
+        ("BodyPartExamined", None),  # the scan does not index it: no line
+    ):
+        response = client_alice.post(
+            url,
+            {
+                "version": draft.version,
+                "study": STUDY_A,
+                "series": SERIES_A1,
+                "path": "metadata/a1.json",
+                "row": ["1"],
+                "rows-1-tag": tag,
+                "check_row": "1",
+                "part": "row",
+            },
+            headers={"HX-Request": "true"},
+        )
+        assert response.status_code == 200
+        assert _now_lines(response.content.decode()).get("1") == expected

@@ -6,6 +6,7 @@ import pytest
 
 from imports.templatetags.imports_tags import (
     dicom_date,
+    lookup,
     mask,
     percent_of,
     person_name,
@@ -51,3 +52,10 @@ def test_it_caps_a_share_at_100_percent() -> None:
     assert percent_of(2500, 5000) == 50
     assert percent_of(6000, 5000) == 100
     assert percent_of(1, 0) == 0
+
+
+def test_lookup_answers_a_keys_value_and_none_for_a_missing_key_or_mapping() -> None:
+    assert lookup({"Modality": "CT"}, "Modality") == "CT"
+    assert lookup({"Modality": "CT"}, "PatientID") is None
+    assert lookup({"Modality": "CT"}, None) is None
+    assert lookup(None, "Modality") is None
