@@ -471,7 +471,8 @@ JOBS_POLL_FIRST_S = env.float("JOBS_POLL_FIRST_S", default=2.0)
 # The output manifest can appear after the job ends: retry NoSuchKey every RETRY_S for WAIT_S.
 JOBS_MANIFEST_WAIT_S = env.int("JOBS_MANIFEST_WAIT_S", default=120)
 JOBS_MANIFEST_RETRY_S = env.int("JOBS_MANIFEST_RETRY_S", default=5)
-JOBS_INGEST_LEASE_S = env.int("JOBS_INGEST_LEASE_S", default=30 * 60)
+# A results reader renews its lease with every 1,000 rows it stores: a dead one is replaced after this.
+JOBS_INGEST_LEASE_S = env.int("JOBS_INGEST_LEASE_S", default=120)
 JOBS_SYNC_MAX_PAGES = env.int("JOBS_SYNC_MAX_PAGES", default=20)
 # Job emails: EMAIL_URL (smtp://user:password@host:587) or the console by default; links use SITE_URL.
 _email = env.email_url("EMAIL_URL", default="consolemail://")

@@ -1,21 +1,30 @@
 """A finished job's results: the manifest and the SUCCESS, FAILURE and WARNING ndjson files, read once.
 
 A job that says COMPLETED can still have failed files, so the per-file outcome is what the job page
-shows. The reader claims the job with a lease; a second reading of the same files replaces the first,
-so a reader that died is simply replaced. Tracking (`imports.jobs.tracking`) enqueues this when a job
-ends.
+shows. Tracking (`imports.jobs.tracking`) enqueues this when a job ends.
+
+The reader claims the job with a short lease (JOBS_INGEST_LEASE_S) under a token of its own. It stores
+the rows 1,000 at a time, each batch in one transaction with the lease renewed and the place it reached
+([file, line]), so:
+- a reader that dies is replaced once its lease runs out (about 2 minutes, not the length of the read),
+  and the replacement resumes after the last stored line: no row twice, none missing;
+- a reader that was only slow, and has been replaced meanwhile, finds its token gone at its next batch
+  and stops, storing nothing more;
+- reading a job's results again from the start (no place stored) replaces the rows the last reading
+  stored.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from imports.audit.records import audit_record
@@ -34,6 +43,14 @@ BATCH = 1000
 MANIFEST_MAX_BYTES = 16 * 1024 * 1024
 
 
+class _Superseded(Exception):
+    """Another reader claimed the job after this one's lease ran out: this one stops."""
+
+
+def _lease_until() -> Any:
+    return timezone.now() + timedelta(seconds=settings.JOBS_INGEST_LEASE_S)
+
+
 def _claim_ingestion(job_id: int) -> ImportJob | None:
     now = timezone.now()
     claimed = ImportJob.objects.filter(
@@ -42,7 +59,8 @@ def _claim_ingestion(job_id: int) -> ImportJob | None:
         pk=job_id,
     ).update(
         results=ImportJob.Results.INGESTING,
-        results_lease_until=now + timedelta(seconds=settings.JOBS_INGEST_LEASE_S),
+        results_lease_until=_lease_until(),
+        results_reader=str(uuid.uuid4()),
     )
     return (
         ImportJob.objects.select_related("datastore").get(pk=job_id)
@@ -103,13 +121,16 @@ def job_ingest_results(*, job_id: int) -> float | None:
     except ValueError as error:
         note = f"The job's {MANIFEST} is not valid: {error}"
     try:
+        _ingest_files(job, region, bucket, prefix)
         with transaction.atomic():
-            # Idempotent: a second reading of the same files replaces the first.
-            ImportJobResult.objects.filter(job=job).delete()
-            counts = _ingest_files(job, region, bucket, prefix)
-            ImportJob.objects.filter(pk=job.pk).update(
+            counts = _counts(job)
+            finished = ImportJob.objects.filter(
+                pk=job.pk, results_reader=job.results_reader
+            ).update(
                 results=ImportJob.Results.DONE,
                 results_lease_until=None,
+                results_reader="",
+                results_resume=[],
                 results_error=note,
                 output_folder_uri=folder,
                 scanned_files=summary.get("numberOfScannedFiles"),
@@ -120,6 +141,10 @@ def job_ingest_results(*, job_id: int) -> float | None:
                 image_sets=summary.get("imageSetsSummary") or [],
                 **counts,
             )
+        if not finished:
+            raise _Superseded
+    except _Superseded:
+        return None  # the reader that replaced this one finishes the job
     except aws.AwsError as error:
         if error.transient:
             _release_ingestion(job)
@@ -154,22 +179,33 @@ def _wait_holding_claim(job: ImportJob) -> float:
     per job, one manifest GET per retry interval, however long the manifest is late.
     """
     retry_s = float(settings.JOBS_MANIFEST_RETRY_S)
-    ImportJob.objects.filter(pk=job.pk, results=ImportJob.Results.INGESTING).update(
-        results_lease_until=timezone.now() + timedelta(seconds=retry_s)
-    )
+    ImportJob.objects.filter(
+        pk=job.pk,
+        results=ImportJob.Results.INGESTING,
+        results_reader=job.results_reader,
+    ).update(results_lease_until=timezone.now() + timedelta(seconds=retry_s))
     return retry_s
 
 
 def _release_ingestion(job: ImportJob) -> None:
-    ImportJob.objects.filter(pk=job.pk, results=ImportJob.Results.INGESTING).update(
-        results=ImportJob.Results.PENDING, results_lease_until=None
-    )
+    """Back to PENDING, keeping the place reached: the next reader resumes there."""
+    ImportJob.objects.filter(
+        pk=job.pk,
+        results=ImportJob.Results.INGESTING,
+        results_reader=job.results_reader,
+    ).update(results=ImportJob.Results.PENDING, results_lease_until=None)
 
 
 def _ingestion_problem(job: ImportJob, note: str) -> float | None:
     """Give up reading results (said on the page), and still tell the submitter how the job ended."""
-    ImportJob.objects.filter(pk=job.pk).update(
-        results=ImportJob.Results.DONE, results_lease_until=None, results_error=note
+    # What was stored before the failure stays, counted, beside the reason.
+    ImportJob.objects.filter(pk=job.pk, results_reader=job.results_reader).update(
+        results=ImportJob.Results.DONE,
+        results_lease_until=None,
+        results_reader="",
+        results_resume=[],
+        results_error=note,
+        **_counts(job),
     )
     job.results_error = note
     enqueue_task(JOB_NOTIFY, job.pk)
@@ -209,17 +245,21 @@ def _manifest_summary(raw: bytes) -> dict[str, Any]:
     return clean
 
 
-def _ingest_files(
-    job: ImportJob, region: str, bucket: str, prefix: str
-) -> dict[str, int]:
-    counts = {
-        "success_count": 0,
-        "failure_count": 0,
-        "warning_count": 0,
-        "invalid_line_count": 0,
-    }
-    non_primary: set[str] = set()
-    for name, outcome in RESULT_FILES:
+def _ingest_files(job: ImportJob, region: str, bucket: str, prefix: str) -> None:
+    """Store the result files' rows, resuming after the place a replaced reader stored."""
+    reader = job.results_reader
+    stored = job.results_resume
+    resume: tuple[int, int] = (-1, 0)
+    if isinstance(stored, list) and len(stored) == 2:
+        resume = (int(stored[0]), int(stored[1]))
+    else:
+        # From the start: a second reading of the same files replaces the first.
+        with transaction.atomic():
+            _renew(job, reader, resume)
+            ImportJobResult.objects.filter(job=job).delete()
+    for index, (name, outcome) in enumerate(RESULT_FILES):
+        if index < resume[0]:
+            continue  # stored whole by the reader this one replaces
         batch: list[ImportJobResult] = []
         try:
             for row in _rows(
@@ -228,22 +268,53 @@ def _ingest_files(
                 outcome,
                 aws.s3_iter_lines(region=region, bucket=bucket, key=prefix + name),
             ):
-                if row.outcome == ImportJobResult.Outcome.INVALID:
-                    counts["invalid_line_count"] += 1
-                else:
-                    counts[f"{row.outcome}_count"] += 1
-                if row.is_primary is False:
-                    non_primary.add(row.image_set_id)
+                if (index, row.line) <= resume:
+                    continue
                 batch.append(row)
                 if len(batch) >= BATCH:
-                    ImportJobResult.objects.bulk_create(batch)
+                    _store(job, reader, batch, (index, row.line))
                     batch = []
         except aws.NotFound:
             pass  # WARNING/ exists only when there are warnings
         if batch:
-            ImportJobResult.objects.bulk_create(batch)
-    counts["non_primary_count"] = len(non_primary)
-    return counts
+            _store(job, reader, batch, (index, batch[-1].line))
+
+
+def _renew(job: ImportJob, reader: str, place: tuple[int, int]) -> None:
+    """Renew this reader's lease and record its place, inside the caller's transaction."""
+    renewed = ImportJob.objects.filter(
+        pk=job.pk, results=ImportJob.Results.INGESTING, results_reader=reader
+    ).update(results_lease_until=_lease_until(), results_resume=list(place))
+    if not renewed:
+        raise _Superseded
+
+
+def _store(
+    job: ImportJob, reader: str, batch: list[ImportJobResult], place: tuple[int, int]
+) -> None:
+    with transaction.atomic():
+        _renew(job, reader, place)
+        ImportJobResult.objects.bulk_create(batch)
+
+
+def _counts(job: ImportJob) -> dict[str, int]:
+    """The job's tallies from its stored rows (a resumed reading saw only part of the files)."""
+    by_outcome = dict(
+        ImportJobResult.objects.filter(job=job)
+        .values("outcome")
+        .annotate(n=Count("pk"))
+        .values_list("outcome", "n")
+    )
+    return {
+        "success_count": by_outcome.get(ImportJobResult.Outcome.SUCCESS, 0),
+        "failure_count": by_outcome.get(ImportJobResult.Outcome.FAILURE, 0),
+        "warning_count": by_outcome.get(ImportJobResult.Outcome.WARNING, 0),
+        "invalid_line_count": by_outcome.get(ImportJobResult.Outcome.INVALID, 0),
+        "non_primary_count": ImportJobResult.objects.filter(job=job, is_primary=False)
+        .values("image_set_id")
+        .distinct()
+        .count(),
+    }
 
 
 def _member(item: dict[str, Any], name: str) -> dict[str, Any]:

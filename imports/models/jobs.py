@@ -105,6 +105,10 @@ class ImportJob(models.Model):
     )
     results_error = models.TextField(blank=True)
     results_lease_until = models.DateTimeField(null=True, blank=True)
+    # The reader holding the results (its claim's token), and how far it has stored them: [file, line] of
+    # RESULT_FILES (imports.jobs.results), so a reader that replaces a dead one resumes after that line.
+    results_reader = models.CharField(max_length=36, blank=True)
+    results_resume = models.JSONField(default=list, blank=True)
     # From job-output-manifest.json (jobSummary).
     scanned_files = models.PositiveIntegerField(null=True, blank=True)
     imported_files = models.PositiveIntegerField(null=True, blank=True)

@@ -357,3 +357,117 @@ def test_a_job_that_aws_fails_keeps_its_message(
     assert job.status == ImportJob.Status.FAILED
     assert "SOMETHING" in job.message
     assert job.failure_count == 1
+
+
+class _Killed(BaseException):
+    """The reader's process dying: no `except Exception` in the reader catches it."""
+
+
+def _forty_results(localaws: LocalAWSHandle, folder: str) -> None:
+    def line(n: int, outcome: str) -> str:
+        if outcome == "success":
+            return json.dumps(
+                {
+                    "inputFile": f"in/{n}.dcm",
+                    "importResponse": {"imageSetId": "c" * 32, "isPrimary": True},
+                }
+            )
+        return json.dumps(
+            {
+                "inputFile": f"in/bad-{n}.dcm",
+                "exception": {"exceptionType": "ValidationException", "message": "bad"},
+            }
+        )
+
+    _write_output(
+        localaws,
+        folder,
+        {
+            "job-output-manifest.json": b'{"jobSummary": {"numberOfScannedFiles": 40}}',
+            "SUCCESS/success.ndjson": "\n".join(
+                line(n, "success") for n in range(35)
+            ).encode(),
+            "FAILURE/failure.ndjson": "\n".join(
+                line(n, "failure") for n in range(5)
+            ).encode(),
+        },
+    )
+
+
+def test_a_reader_that_dies_part_way_is_replaced_after_its_short_lease_and_the_replacement_resumes(
+    localaws: LocalAWSHandle,
+    hi_datastore: Datastore,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+) -> None:
+    settings.JOBS_INGEST_LEASE_S = 120
+    folder = "s3://dicom-output/results/killed/"
+    _forty_results(localaws, folder)
+    job = _ended_job(hi_datastore, folder)
+    monkeypatch.setattr(jobresults, "BATCH", 10)
+    store = jobresults._store
+    stores: list[int] = []
+
+    def dies_before_the_third_batch(*args: Any) -> None:
+        stores.append(1)
+        if len(stores) == 3:
+            raise _Killed
+        store(*args)
+
+    monkeypatch.setattr(jobresults, "_store", dies_before_the_third_batch)
+    with pytest.raises(_Killed):
+        jobresults.job_ingest_results(job_id=job.pk)
+    job.refresh_from_db()
+    # Two batches stored, the place reached recorded, the lease renewed by the last batch and short.
+    assert ImportJobResult.objects.filter(job=job).count() == 20
+    assert job.results == ImportJob.Results.INGESTING
+    assert job.results_resume == [0, 20]
+    assert job.results_lease_until is not None
+    assert job.results_lease_until <= timezone.now() + timedelta(seconds=120)
+    assert job.results_lease_until > timezone.now() + timedelta(seconds=100)
+
+    monkeypatch.setattr(jobresults, "_store", store)
+    # While the lease runs, nobody else reads.
+    assert jobresults.job_ingest_results(job_id=job.pk) is None
+    assert ImportJobResult.objects.filter(job=job).count() == 20
+    # Once it has run out, a new reader resumes after line 20 of the success file.
+    ImportJob.objects.filter(pk=job.pk).update(
+        results_lease_until=timezone.now() - timedelta(seconds=1)
+    )
+    assert jobresults.job_ingest_results(job_id=job.pk) is None
+    job.refresh_from_db()
+    assert job.results == ImportJob.Results.DONE
+    rows = list(ImportJobResult.objects.filter(job=job).values_list("outcome", "line"))
+    assert len(rows) == len(set(rows)) == 40  # none twice, none missing
+    assert (job.success_count, job.failure_count) == (35, 5)
+    assert (job.results_reader, job.results_resume) == ("", [])
+
+
+def test_a_slow_reader_that_was_replaced_stores_nothing_more(
+    localaws: LocalAWSHandle, hi_datastore: Datastore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = "s3://dicom-output/results/slow/"
+    _forty_results(localaws, folder)
+    job = _ended_job(hi_datastore, folder)
+    monkeypatch.setattr(jobresults, "BATCH", 10)
+    store = jobresults._store
+    stores: list[int] = []
+
+    def replaced_after_the_first_batch(*args: Any) -> None:
+        stores.append(1)
+        if len(stores) == 2:
+            # Its lease ran out meanwhile and another reader claimed the job.
+            ImportJob.objects.filter(pk=job.pk).update(
+                results_reader=str(uuid.uuid4()),
+                results_lease_until=timezone.now() + timedelta(seconds=120),
+            )
+        store(*args)
+
+    monkeypatch.setattr(jobresults, "_store", replaced_after_the_first_batch)
+    assert jobresults.job_ingest_results(job_id=job.pk) is None
+    job.refresh_from_db()
+    assert ImportJobResult.objects.filter(job=job).count() == 10
+    assert (
+        job.results == ImportJob.Results.INGESTING
+    )  # the other reader's, still to finish
+    assert len(stores) == 2
