@@ -6,17 +6,8 @@ handful of domain functions, and turns AWS errors into `AwsError`s whose message
 can act on. The scanner's ranged GETs take a thinner path, `imports.aws.ranged` (imported only here), built
 from the same client and credential chain and failing with the same botocore exceptions.
 
-IAM permissions the dashboard's own credentials need:
-- medical-imaging:GetDatastore, medical-imaging:ListDatastores
-- medical-imaging:StartDICOMImportJob, medical-imaging:GetDICOMImportJob, medical-imaging:ListDICOMImportJobs
-- iam:PassRole on each datastore's data access role (StartDICOMImportJob passes it to HealthImaging)
-- s3:ListBucket on the input and output buckets
-- s3:GetObject on the input prefixes (headers, JSON metadata files) and the output prefixes (job results)
-- s3:PutObject on the input prefixes (metadata files written in the browser), and s3:PutObject,
-  s3:DeleteObject on the input and output prefixes (the "Check connection" marker objects)
-- with AUDIT_CHECKPOINT_S3_URI: s3:PutObject on that prefix (the audit checkpoints; beat's worker), and
-  s3:ListBucket and s3:GetObject on it for whoever runs `verify_audit --checkpoints s3://…`. Never
-  s3:DeleteObject there.
+The operations it calls are listed in `imports.aws.permissions`, from which `manage.py iam_policy` builds the
+IAM policies (a test keeps the list and the calls here the same).
 """
 
 from __future__ import annotations
