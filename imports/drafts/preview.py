@@ -9,6 +9,8 @@ version, so reopening a preview costs no request.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -232,3 +234,153 @@ def _json_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+# --- Every instance of a series ---------------------------------------------------------------------------------
+
+# A preview reads at most this many headers of a series (each cached per object version), READERS at a time.
+INSTANCES_READ_MAX = 500
+READERS = 8
+VALUES_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class AttributeAcross:
+    """One attribute over the instances read: its values now and as imported, most common first, with counts."""
+
+    tag: int
+    vr: str
+    before: list[tuple[str | None, int]]  # None: instances without the attribute
+    after: list[tuple[str | None, int]]
+    changed: (
+        int  # instances whose value the import changes (added and emptied included)
+    )
+    source: str  # the file that sets it, "" when none does
+
+    @property
+    def label(self) -> str:
+        return tag_label(self.tag)
+
+    @property
+    def is_patient(self) -> bool:
+        return is_patient_attribute(self.tag, self.vr)
+
+    @property
+    def before_shown(self) -> list[tuple[str | None, int]]:
+        return self.before[:VALUES_SHOWN]
+
+    @property
+    def after_shown(self) -> list[tuple[str | None, int]]:
+        return self.after[:VALUES_SHOWN]
+
+    @property
+    def before_more(self) -> int:
+        return max(0, len(self.before) - VALUES_SHOWN)
+
+    @property
+    def after_more(self) -> int:
+        return max(0, len(self.after) - VALUES_SHOWN)
+
+
+@dataclass
+class SeriesAcross:
+    rows: list[AttributeAcross]
+    read: int  # instances whose header was read
+    attempted: int  # the first INSTANCES_READ_MAX of them
+    total: int  # instances of the series in the scan
+    unreadable: int  # instances whose header could not be read now
+    changed_instances: int  # instances with at least one attribute changed
+
+    @property
+    def changed(self) -> list[AttributeAcross]:
+        return [r for r in self.rows if r.changed]
+
+    @property
+    def patient_changes(self) -> int:
+        return sum(1 for r in self.changed if r.is_patient)
+
+
+def series_across_instances(*, draft: ImportDraft, series: ScanSeries) -> SeriesAcross:
+    """What every instance of a series becomes, attribute by attribute: one instance can hide a change.
+
+    A study-level file that sets the value most instances already carry changes only the others; a
+    preview of one instance that carries it says "0 changed". This reads each instance's header (up to
+    INSTANCES_READ_MAX, cached per object version, so a second preview costs no request).
+    """
+    scan = draft.scan
+    assert scan is not None
+    mappings = {
+        m.series_instance_uid: m
+        for m in draft.mappings.filter(
+            study_instance_uid=series.study.study_instance_uid,
+            series_instance_uid__in=["", series.series_instance_uid],
+        )
+    }
+    layers = [
+        ("study file", _file_attributes(draft, mappings.get(""))),
+        (
+            "series file",
+            _file_attributes(draft, mappings.get(series.series_instance_uid)),
+        ),
+    ]
+    instances = ObjectHeader.objects.of_scan(scan).filter(
+        kind=ObjectHeader.Kind.DICOM,
+        status=ObjectHeader.Status.OK,
+        study_instance_uid=series.study.study_instance_uid,
+        series_instance_uid=series.series_instance_uid,
+    )
+    total = instances.count()
+    headers = list(instances.order_by("instance_number", "key")[:INSTANCES_READ_MAX])
+
+    def read(header: ObjectHeader) -> dict[int, tuple[str, str]] | None:
+        try:
+            return _original_attributes(scan.region, header)
+        except (HeaderUnavailable, aws.AwsError):
+            return None  # counted, and said on the page; the other instances still show
+
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        originals = list(pool.map(read, headers))
+    before: dict[int, Counter[str | None]] = {}
+    after: dict[int, Counter[str | None]] = {}
+    vrs: dict[int, str] = {}
+    sources: dict[int, str] = {}
+    changed: Counter[int] = Counter()
+    changed_instances = 0
+    readable = [o for o in originals if o is not None]
+    for original in readable:
+        rows = merge_header(original, layers)
+        any_change = False
+        for row in rows:
+            vrs.setdefault(row.tag, row.vr)
+            before.setdefault(row.tag, Counter())[row.original] += 1
+            after.setdefault(row.tag, Counter())[row.imported] += 1
+            if row.source:
+                sources[row.tag] = row.source
+            if row.state != "unchanged":
+                changed[row.tag] += 1
+                any_change = True
+        changed_instances += any_change
+    for tag in before:
+        # An instance without the attribute: absent before, and after unless a file adds it.
+        missing = len(readable) - sum(before[tag].values())
+        if missing:
+            before[tag][None] += missing
+            after[tag][None] += len(readable) - sum(after[tag].values())
+    return SeriesAcross(
+        rows=[
+            AttributeAcross(
+                tag=tag,
+                vr=vrs[tag],
+                before=before[tag].most_common(),
+                after=after[tag].most_common(),
+                changed=changed[tag],
+                source=sources.get(tag, ""),
+            )
+            for tag in sorted(before)
+        ],
+        read=len(readable),
+        attempted=len(headers),
+        total=total,
+        unreadable=len(originals) - len(readable),
+        changed_instances=changed_instances,
+    )

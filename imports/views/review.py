@@ -60,6 +60,10 @@ def draft_preview(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "preview": preview.series_preview(draft=draft, series=series)
         if series
         else None,
+        "across": preview.series_across_instances(draft=draft, series=series)
+        if series
+        else None,
+        "changed_only": request.GET.get("changed") == "1",
         "revealed": draft.pk in request.session.get(REVEALED_SESSION_KEY, []),
         "can_reveal": request.user.has_perm("imports.reveal_phi"),
         "key_mask": key_mask(request, draft.input_s3_uri),

@@ -7,11 +7,14 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from imports.dicom.patient import mask_value
+from imports.drafts import preview
 from imports.drafts import services as drafts
 from imports.models import (
     AuditEvent,
@@ -25,10 +28,11 @@ from imports.models import (
     ScanSeries,
     ScanStudy,
 )
-from localaws.testing import LocalAWSHandle
+from localaws.testing import LocalAWSHandle, dicom_bytes
 from tests.builders import (
     INPUT,
     OUTPUT,
+    PREFIX,
     SERIES_A1,
     SERIES_A2,
     SERIES_FILE,
@@ -103,8 +107,10 @@ def test_the_preview_shows_a_study_level_change_on_every_series_of_the_study(
 
 
 def description_row(content: str) -> str:
-    """The StudyDescription row of a preview page."""
-    start = content.index("StudyDescription (0008,1030)")
+    """The StudyDescription row of a preview page's one-instance table."""
+    start = content.index(
+        "StudyDescription (0008,1030)", content.index('id="one-instance"')
+    )
     return content[start : content.index("</tr>", start)]
 
 
@@ -173,6 +179,120 @@ def test_a_second_preview_costs_no_request(
     world.clear_calls()
     preview_rows(client_alice, draft, SERIES_A1)
     assert world.calls("s3", "GetObject") == []
+
+
+@pytest.fixture
+def mixed_draft(world: LocalAWSHandle, alice: User) -> ImportDraft:
+    """Series A1 with 4 instances: 2 spell the description as the study file does, 2 do not."""
+    for instance in (3, 4):
+        world.put(
+            f"{INPUT}{SERIES_A1}/{instance}.dcm",
+            dicom_bytes(
+                study=STUDY_A,
+                series=SERIES_A1,
+                sop=f"{SERIES_A1}.{instance}",
+                SeriesNumber=1,
+                InstanceNumber=instance,
+                StudyDescription="CT CHEST W CONTRAST",
+                SeriesDescription="series 1",
+                PatientName="Doe^Jane",
+                PatientID="PAT-1",
+            ),
+        )
+    scan_prefix()
+    draft = drafts.draft_start(
+        actor=alice,
+        datastore=make_datastore(),
+        input_s3_uri=INPUT,
+        output_s3_uri=OUTPUT,
+    )
+    drafts.draft_assign(
+        draft=draft, actor=None, version=1, targets=[(STUDY_A, "")], path=STUDY_FILE
+    )
+    return draft
+
+
+def across_row(content: str, label: str) -> str:
+    """An attribute's row in the preview's every-instance table, or "" when the table does not show it."""
+    table = content[
+        content.index('class="preview across"') : content.index('id="one-instance"')
+    ]
+    if label not in table:
+        return ""
+    start = table.index(label)
+    return table[start : table.index("</tr>", start)]
+
+
+def test_the_preview_shows_what_every_instance_becomes_with_counts(
+    client_alice: Client, mixed_draft: ImportDraft
+) -> None:
+    page = preview_rows(client_alice, mixed_draft, SERIES_A1)
+    assert "in <strong>2 of 4</strong> instances" in page
+    row = across_row(page, "StudyDescription (0008,1030)")
+    assert (
+        row.count('<span class="muted">× 2</span>') == 2
+    )  # two spellings now, two instances each
+    assert "CT Chest w/ contrast" in row
+    assert (
+        'CT CHEST W CONTRAST <span class="muted">× 4</span>' in row
+    )  # all four as imported
+    assert '<span class="badge warn">2</span> study file' in row
+    # An attribute the files do not touch, with a value per instance: listed, unchanged.
+    sop = across_row(page, "SOPInstanceUID (0008,0018)")
+    assert sop.count("× 1") == 8
+    assert '<span class="muted">0</span>' in sop
+
+
+def test_changed_only_leaves_out_the_attributes_no_instance_changes(
+    client_alice: Client, mixed_draft: ImportDraft
+) -> None:
+    response = client_alice.get(
+        reverse("imports:draft_preview", args=[mixed_draft.pk]),
+        {"series": SERIES_A1, "changed": "1"},
+    )
+    page = response.content.decode()
+    assert across_row(page, "StudyDescription (0008,1030)")
+    assert across_row(page, "SOPInstanceUID (0008,0018)") == ""
+    assert "Showing changed attributes only." in page
+
+
+def test_the_every_instance_table_masks_patient_values_until_revealed(
+    client_alice: Client, client_bob: Client, mixed_draft: ImportDraft
+) -> None:
+    for client in (client_alice, client_bob):
+        row = across_row(
+            preview_rows(client, mixed_draft, SERIES_A1), "PatientName (0010,0010)"
+        )
+        assert "Doe^Jane" not in row
+        assert f'{mask_value("Doe^Jane")} <span class="muted">× 4</span>' in row
+    client_alice.post(
+        reverse("imports:draft_reveal", args=[mixed_draft.pk]), {"series": SERIES_A1}
+    )
+    row = across_row(
+        preview_rows(client_alice, mixed_draft, SERIES_A1), "PatientName (0010,0010)"
+    )
+    assert 'Doe^Jane <span class="muted">× 4</span>' in row
+
+
+def test_a_long_series_says_how_many_of_its_instances_were_read(
+    client_alice: Client, mixed_draft: ImportDraft, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(preview, "INSTANCES_READ_MAX", 3)
+    page = preview_rows(client_alice, mixed_draft, SERIES_A1)
+    assert "The first 3 of 4 instances were read" in page
+    assert (
+        "in <strong>2 of 3</strong> instances" in page
+    )  # instances 1 and 2 change; 3 does not
+
+
+def test_an_instance_gone_since_the_scan_is_counted_and_the_others_still_show(
+    client_alice: Client, mixed_draft: ImportDraft, world: LocalAWSHandle
+) -> None:
+    cache.clear()  # headers another test read stay cached per object version
+    world.s3_client().delete_object(Bucket="draft-in", Key=f"{PREFIX}{SERIES_A1}/4.dcm")
+    page = preview_rows(client_alice, mixed_draft, SERIES_A1)
+    assert "1 instance could not be read now." in page
+    assert "in <strong>2 of 3</strong> instances" in page
 
 
 # --- CSV ------------------------------------------------------------------------------------
