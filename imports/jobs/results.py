@@ -31,6 +31,7 @@ from imports.audit.records import audit_record
 from imports.aws import client as aws
 from imports.enqueue import JOB_NOTIFY, enqueue_task
 from imports.models import AuditEvent, ImportJob, ImportJobResult
+from imports.storable_text import text_storable
 from imports.validators import split_s3_uri
 
 MANIFEST = "job-output-manifest.json"
@@ -354,16 +355,20 @@ def _rows(
                 for w in warnings
                 if isinstance(w, dict)
             )
+        # The result files are AWS's, but their text comes from the input (keys, exception messages): a NUL
+        # or a lone surrogate there would fail the whole batch, so it becomes U+FFFD, as in the scan.
         yield ImportJobResult(
             job=job,
             outcome=outcome,
             line=number,
-            input_file=item["inputFile"][:1024],
-            image_set_id=str(response.get("imageSetId") or "")[:32],
+            input_file=text_storable(item["inputFile"][:1024]),
+            image_set_id=text_storable(str(response.get("imageSetId") or "")[:32]),
             image_set_version=version
             if isinstance(version, int) and version >= 0
             else None,
             is_primary=primary if isinstance(primary, bool) else None,
-            exception_type=str(exception.get("exceptionType") or "")[:128],
-            message=message,
+            exception_type=text_storable(
+                str(exception.get("exceptionType") or "")[:128]
+            ),
+            message=text_storable(message),
         )

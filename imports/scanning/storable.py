@@ -20,10 +20,11 @@ from django.db.models import CharField, TextField
 from imports.aws import client as aws
 from imports.dicom.sniff import sniff_kind
 from imports.models import ObjectHeader
+from imports.storable_text import REPLACEMENT, text_storable
+from imports.storable_text import unstorable as _unstorable
 
 logger = logging.getLogger(__name__)
 
-REPLACEMENT = "\ufffd"
 # The DICOM attribute behind each text column, for a reason that names it (never its value: PHI).
 _KEYWORDS = {
     "transfer_syntax_uid": "TransferSyntaxUID",
@@ -43,25 +44,6 @@ _JSON_COLUMNS = ("json_document", "json_study_uids", "json_series_uids", "json_e
 # What a database answers for a value it cannot take: psycopg's DataError (NUL, bad JSON), SQLite's
 # IntegrityError (its JSON_VALID check), and the drivers' UnicodeEncodeError (a lone surrogate).
 REFUSED = (DataError, IntegrityError, UnicodeEncodeError, ValueError)
-
-
-def _unstorable(text: str) -> str:
-    """What in `text` no column can hold, in words ("" for nothing)."""
-    found = []
-    if "\x00" in text:
-        found.append("a NUL character (U+0000)")
-    if any("\ud800" <= c <= "\udfff" for c in text):
-        found.append("a lone surrogate (half of a UTF-16 pair)")
-    return " and ".join(found)
-
-
-def text_storable(text: str) -> str:
-    """`text` with U+FFFD for each character no column can hold."""
-    if not _unstorable(text):
-        return text
-    return "".join(
-        REPLACEMENT if c == "\x00" or "\ud800" <= c <= "\udfff" else c for c in text
-    )
 
 
 def json_storable(value: Any) -> tuple[Any, bool]:

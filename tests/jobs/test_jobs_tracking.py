@@ -471,3 +471,33 @@ def test_a_slow_reader_that_was_replaced_stores_nothing_more(
         job.results == ImportJob.Results.INGESTING
     )  # the other reader's, still to finish
     assert len(stores) == 2
+
+
+def test_a_result_line_with_a_nul_or_a_lone_surrogate_is_stored_with_a_replacement_character(
+    localaws: LocalAWSHandle, hi_datastore: Datastore
+) -> None:
+    folder = "s3://dicom-output/results/nul/"
+    lines = [
+        '{"inputFile": "in/a\\u0000b.dcm", "exception": {"exceptionType": "Bad\\u0000",'
+        ' "message": "tag \\ud800 at 0x10"}}',
+        json.dumps({"inputFile": "in/fine.dcm", "exception": {"message": "ok"}}),
+    ]
+    _write_output(
+        localaws,
+        folder,
+        {
+            "job-output-manifest.json": b'{"jobSummary": {}}',
+            "FAILURE/failure.ndjson": "\n".join(lines).encode(),
+        },
+    )
+    job = _ended_job(hi_datastore, folder)
+    assert jobresults.job_ingest_results(job_id=job.pk) is None
+    job.refresh_from_db()
+    assert job.results == ImportJob.Results.DONE
+    assert job.failure_count == 2
+    odd = ImportJobResult.objects.get(job=job, line=1)
+    assert (odd.input_file, odd.exception_type, odd.message) == (
+        "in/a\ufffdb.dcm",
+        "Bad\ufffd",
+        "tag \ufffd at 0x10",
+    )
