@@ -50,7 +50,8 @@ from imports.models import (
     ScanStudy,
 )
 from imports.scanning.index import SERIES_ATTRIBUTES, STUDY_ATTRIBUTES
-from imports.scanning.storable import json_storable, text_storable
+from imports.scanning.storable import json_storable
+from imports.storable_text import text_storable
 from imports.validators import split_s3_uri
 
 PATIENT_ATTRIBUTES = frozenset({"PatientName", "PatientID"})

@@ -163,6 +163,10 @@ class Scan(models.Model):
     paused_since = models.DateTimeField(null=True, blank=True)
     # Objects listed but not read yet because S3 failed transiently (ScanUnread rows, same transaction).
     objects_pending = models.PositiveIntegerField(default=0)
+    # Listed from an S3 Inventory instead of ListObjectsV2 (imports.scanning.inventory): its manifest, and
+    # when S3 made it, so the page can say how old the listing is.
+    inventory_uri = models.CharField(max_length=1024, blank=True)
+    inventory_created_at = models.DateTimeField(null=True, blank=True)
 
     MAX_FOLDERS = 10_000
 

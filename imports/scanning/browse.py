@@ -13,7 +13,7 @@ from django.core.cache import cache
 from imports.aws import client as aws
 from imports.dicom.sniff import sniff_kind
 from imports.models import ObjectHeader
-from imports.scanning.storable import text_storable
+from imports.storable_text import text_storable
 from imports.validators import split_s3_uri
 
 

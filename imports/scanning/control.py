@@ -32,6 +32,7 @@ def scan_start(
     datastore: Datastore | None = None,
     enqueue: bool = True,
     origin: Scan.Origin = Scan.Origin.DASHBOARD,
+    inventory_uri: str = "",
 ) -> tuple[Scan, bool]:
     """Create a scan of s3://bucket/prefix and enqueue it; or join the one already running there.
 
@@ -58,6 +59,7 @@ def scan_start(
                 else MAX_BYTES_PER_JOB,
                 started_by=actor if isinstance(actor, User) else None,
                 origin=origin,
+                inventory_uri=inventory_uri,
             )
             audit_record(
                 actor=actor,

@@ -13,7 +13,7 @@ from imports.dicom.patient import ValueMask
 from imports.mappings.rules import MetadataFile, PrefixIndex
 from imports.models import Datastore, ObjectHeader, Scan, ScanSeries, ScanStudy
 from imports.scanning import control
-from imports.scanning.storable import text_storable
+from imports.storable_text import text_storable
 
 
 def index_for_prefix(

@@ -31,8 +31,8 @@ from imports.scanning.storable import (
     headers_create,
     key_refused,
     stand_in,
-    text_storable,
 )
+from imports.storable_text import text_storable
 
 logger = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from imports.aws import client as aws
 from imports.models import Scan, ScanUnread
+from imports.scanning import inventory
 from imports.scanning.browse import s3_problem
 from imports.scanning.index import index_build
 from imports.scanning.pipeline import (
@@ -72,6 +73,8 @@ def scan_run(*, scan_id: int) -> Scan | None:
             error=f"S3 did not answer the listing for {gave_up.waited_s:.0f} s; start the scan "
             f"again when it is back. Last answer: {gave_up.error}",
         )
+    except inventory.InventoryRefused as refused:
+        _finish(scan, Scan.Status.FAILED, error=str(refused))
     except aws.AwsError as error:
         _finish(
             scan,
@@ -124,7 +127,12 @@ def _scan_all(scan: Scan, *, rest: bool) -> None:
                 for page in _unread_pages(scan):
                     pipeline.add_page(page, unread_rows=True)
             else:
-                for page, last in _list_pages(scan, pipeline):
+                pages = (
+                    _inventory_pages(scan)
+                    if scan.inventory_uri
+                    else _list_pages(scan, pipeline)
+                )
+                for page, last in pages:
                     pipeline.add_listed(page, last=last)
             pipeline.drain()
         except BaseException:
@@ -163,6 +171,25 @@ def _list_pages(
         if page.next_token is None:
             return
         token = page.next_token
+
+
+def _inventory_pages(scan: Scan) -> Iterator[tuple[list[aws.S3Object], bool]]:
+    """The inventory's pages of objects under the prefix, each with whether it is the last."""
+    found = inventory.inventory_open(
+        region=scan.region, manifest_uri=scan.inventory_uri, bucket=scan.bucket
+    )
+    Scan.objects.filter(pk=scan.pk).update(inventory_created_at=found.created_at)
+    pages = inventory.inventory_pages(
+        region=scan.region, inventory=found, prefix=scan.prefix
+    )
+    page = next(pages, None)
+    if page is None:
+        yield [], True  # no object under the prefix: the listing still ends
+        return
+    while page is not None:
+        following = next(pages, None)
+        yield page, following is None
+        page = following
 
 
 def _unread_pages(scan: Scan) -> Iterator[list[aws.S3Object]]:

@@ -252,7 +252,9 @@ def test_on_the_demo_data_an_operator_composes_previews_and_confirms_an_import(
     page.select_option("#series-choice", lung.series_instance_uid)
     page.click("form >> text=Show")
     # Every instance of the series, with counts; the one-instance detail opens on demand.
-    row = page.locator("table.across tr.state-changed", has_text="StudyDescription (0008,1030)")
+    row = page.locator(
+        "table.across tr.state-changed", has_text="StudyDescription (0008,1030)"
+    )
     assert "CT CHEST W CONTRAST" in row.inner_text()
     assert "×" in row.inner_text()
     page.click("#one-instance summary")

@@ -1,4 +1,4 @@
-"""`python manage.py scan s3://bucket/prefix/ [--json] [--rest] [--queue]`: the scan service, from a shell.
+"""`python manage.py scan s3://bucket/prefix/ [--json] [--rest] [--queue] [--inventory MANIFEST]`: scans, from a shell.
 
 Without --queue the scan runs in this process. With it, the scan is handed to the Celery workers (the `scan`
 queue), and the command waits for it to end, then prints the same summary or JSON lines.
@@ -51,6 +51,12 @@ class Command(BaseCommand):
             "then print the same summary (or --json lines)",
         )
         parser.add_argument(
+            "--inventory",
+            metavar="MANIFEST",
+            help="list the prefix from an S3 Inventory instead of ListObjectsV2: the s3:// URI of its "
+            "manifest.json (CSV format, with the Size and ETag fields)",
+        )
+        parser.add_argument(
             "--interval", type=float, default=1.0, help=argparse.SUPPRESS
         )
 
@@ -69,10 +75,29 @@ class Command(BaseCommand):
         )
         bucket, prefix = split_s3_uri(options["uri"])
         on_workers = options["queue"]
+        inventory = options["inventory"] or ""
+        if inventory and options["rest"]:
+            raise CommandError(
+                "--inventory lists the prefix anew; --rest reads what the last scan left. Use one."
+            )
+        if inventory:
+            try:
+                validate_s3_uri(inventory)
+            except ValidationError as error:
+                raise CommandError(
+                    f"--inventory: {' '.join(error.messages)}"
+                ) from error
         if options["rest"]:
             scan = self._read_rest(bucket, prefix, enqueue=on_workers)
         else:
-            scan = self._start(bucket, prefix, region, datastore, enqueue=on_workers)
+            scan = self._start(
+                bucket,
+                prefix,
+                region,
+                datastore,
+                enqueue=on_workers,
+                inventory=inventory,
+            )
         if on_workers:
             result = self._wait(scan, interval=options["interval"])
         else:
@@ -139,6 +164,7 @@ class Command(BaseCommand):
         datastore: Datastore | None,
         *,
         enqueue: bool = False,
+        inventory: str = "",
     ) -> Scan:
         scan, created = control.scan_start(
             actor=None,
@@ -148,6 +174,7 @@ class Command(BaseCommand):
             datastore=datastore,
             enqueue=enqueue,
             origin=Scan.Origin.CLI,
+            inventory_uri=inventory,
         )
         if not created:
             raise CommandError(
@@ -181,6 +208,15 @@ class Command(BaseCommand):
         tally = scan_tally(scan=scan)
         write = self.stdout.write
         write(f"Scan of {scan.uri}: {scan.get_status_display()}")
+        if scan.inventory_uri:
+            made = (
+                scan.inventory_created_at.strftime("%Y-%m-%d %H:%M UTC")
+                if scan.inventory_created_at
+                else "an unknown time"
+            )
+            write(
+                f"  listed    from the S3 Inventory {scan.inventory_uri}, made {made}"
+            )
         if scan.datastore is not None:
             write(f"  datastore {scan.datastore.name} ({scan.region})")
         write(
