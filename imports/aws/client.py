@@ -9,6 +9,7 @@ from the same client and credential chain and failing with the same botocore exc
 IAM permissions the dashboard's own credentials need:
 - medical-imaging:GetDatastore, medical-imaging:ListDatastores
 - medical-imaging:StartDICOMImportJob, medical-imaging:GetDICOMImportJob, medical-imaging:ListDICOMImportJobs
+- medical-imaging:SearchImageSets, medical-imaging:GetImageSetMetadata (predictions; imports.aws.image_sets)
 - iam:PassRole on each datastore's data access role (StartDICOMImportJob passes it to HealthImaging)
 - s3:ListBucket on the input and output buckets
 - s3:GetObject on the input prefixes (headers, JSON metadata files) and the output prefixes (job results)
