@@ -483,3 +483,50 @@ def _reason(error: aws.AwsError) -> str:
     if isinstance(error, aws.Throttled):
         return f"HealthImaging is throttling the dashboard; try again later: {error}"
     return f"HealthImaging could not be asked: {error}"
+
+
+OUTCOME_WORDS: dict[Outcome | None, str] = {
+    "new": "new image set",
+    "adds_to": "adds to",
+    "non_primary": "NON-PRIMARY",
+    None: "not predicted",
+}
+COST_NOTE = (
+    "HealthImaging bills every image set for at least 5 MB and every import for at least 30 days, "
+    "so an unwanted non-primary image set has a price."
+)
+
+
+def prediction_table(result: Prediction, *, datastore_name: str) -> list[str]:
+    """The prediction as lines of text: a summary, one row a series, the reason and what to do."""
+    lines = [
+        f"Prediction in “{datastore_name}”: {result.new} new, {result.adds_to} added to an image set, "
+        f"{result.non_primary} non-primary"
+        + (f", {result.unpredicted} not predicted" if result.unpredicted else "")
+    ]
+    rows = [("study", "series", "outcome", "image set", "differs")]
+    for s in result.series:
+        image_set = (
+            f"{s.image_set_id} v{s.image_set_version}" if s.image_set_id else "–"
+        )
+        rows.append(
+            (
+                s.study_instance_uid,
+                s.series_instance_uid,
+                OUTCOME_WORDS[s.outcome],
+                image_set,
+                ", ".join(s.differs) or "–",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = [c.ljust(w) for c, w in zip(row[:4], widths, strict=True)]
+        lines.append("  " + "  ".join([*cells, row[4]]))
+    if result.reason:
+        lines.append(f"Not predicted: {result.reason}")
+    if result.non_primary:
+        lines.append(
+            "A series marked NON-PRIMARY would fork a second image set: override the differing attributes "
+            "to match the stored values, or accept the fork. " + COST_NOTE
+        )
+    return lines

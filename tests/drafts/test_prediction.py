@@ -11,9 +11,8 @@ from django.core.cache import cache
 from imports.drafts import prediction, preview
 from imports.drafts import services as drafts
 from imports.models import Datastore, ImportDraft, ScanSeries
-from localaws.testing import LocalAWSHandle, dicom_bytes
+from localaws.testing import LocalAWSHandle
 from tests.builders import (
-    BUCKET,
     INPUT,
     OUTPUT,
     SERIES_A1,
@@ -26,40 +25,10 @@ from tests.builders import (
     make_datastore,
     scan_prefix,
     seed_prefix,
+    stored_before,
 )
 
 pytestmark = pytest.mark.django_db
-
-
-def stored_before(
-    localaws: LocalAWSHandle, datastore: Datastore, **series: dict[str, Any]
-) -> None:
-    """Import one instance of each named series (attributes as seed_prefix writes them, with overrides) into
-    localaws's datastore by a real import job, outside the draft's prefix."""
-    defaults = {
-        SERIES_A1: (STUDY_A, 1, "CT Chest w/ contrast"),
-        SERIES_A2: (STUDY_A, 2, "CT CHEST W CONTRAST"),
-        SERIES_B1: (STUDY_B, 1, "MR KNEE"),
-    }
-    for name, overrides in series.items():
-        uid = {"A1": SERIES_A1, "A2": SERIES_A2, "B1": SERIES_B1}[name]
-        study, number, description = defaults[uid]
-        attributes: dict[str, Any] = {
-            "SeriesNumber": number,
-            "StudyDescription": description,
-            "PatientName": "Doe^Jane",
-            "PatientID": "PAT-1",
-        } | overrides
-        localaws.put(
-            f"s3://{BUCKET}/earlier/{name}.dcm",
-            dicom_bytes(study=study, series=uid, **attributes),
-        )
-    job = localaws.start_import(
-        datastore.datastore_id, f"s3://{BUCKET}/earlier/", OUTPUT
-    )
-    assert (
-        localaws.wait_for_job(datastore.datastore_id, job)["jobStatus"] == "COMPLETED"
-    )
 
 
 @pytest.fixture
