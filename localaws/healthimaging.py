@@ -1,4 +1,4 @@
-"""The HealthImaging control plane: datastores and DICOM import jobs, as a WSGI application.
+"""HealthImaging as a WSGI application: datastores, DICOM import jobs, and reading the image sets they made.
 
 Requests and responses are checked against botocore's service model (localaws.model); job work happens in one
 background thread per job (localaws.jobs). Semantics AWS leaves undocumented are listed in localaws/README.md.
@@ -7,6 +7,7 @@ background thread per job (localaws.jobs). Semantics AWS leaves undocumented are
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from localaws import jobs, model, s3store
+from localaws import imagesets, jobs, model, s3store
 from localaws.faults import CallLog, FaultRegistry
 from localaws.jobs import ImageSet
 from localaws.model import ServiceError
@@ -199,6 +200,7 @@ class HealthImaging:
             params = model.parse_request(operation, path_params, query, body)
             result = getattr(self, _method_name(operation))(params)
             model.check_output(operation, result)
+            blob = model.streaming_payload(operation)
         except ServiceError as exc:
             self.calls.record(
                 "medical-imaging", operation, exc.status, error=exc.code, **extra
@@ -224,6 +226,8 @@ class HealthImaging:
         if operation == "StartDICOMImportJob":
             extra["jobId"] = result["jobId"]
         self.calls.record("medical-imaging", operation, 200, **extra)
+        if blob is not None:
+            return _respond_blob(start_response, operation, result, blob)
         return _respond(start_response, 200, result)
 
     # ---- datastores ---------------------------------------------------------------------------------------------
@@ -565,6 +569,103 @@ class HealthImaging:
         self._threads.append(thread)
         thread.start()
 
+    # ---- image sets (the runtime- data plane) --------------------------------------------------------------------
+
+    def _image_set(self, datastore_id: str, image_set_id: str) -> ImageSet:
+        self._datastore(datastore_id)
+        found = self.state.image_sets.get(image_set_id)
+        if found is None or found.datastore_id != datastore_id:
+            raise ServiceError(
+                "ResourceNotFoundException",
+                f"Image set {image_set_id} does not exist in datastore {datastore_id}",
+            )
+        return found
+
+    def _image_set_arn(self, image_set: ImageSet) -> str:
+        return (
+            f"arn:aws:medical-imaging:{self.settings.region}:{s3store.ACCOUNT_ID}:"
+            f"datastore/{image_set.datastore_id}/imageset/{image_set.image_set_id}"
+        )
+
+    def search_image_sets(self, params: dict[str, Any]) -> dict[str, Any]:
+        criteria = params.get("searchCriteria")
+        with self.lock:
+            ds = self._datastore(params["datastoreId"])
+            found, sort = imagesets.search(
+                (
+                    s
+                    for s in self.state.image_sets.values()
+                    if s.datastore_id == ds.datastore_id
+                ),
+                criteria,
+            )
+            page, token = _paginate(
+                found,
+                lambda s: s.image_set_id,
+                params,
+                # A digest, not the criteria: they hold patient IDs, which a token should not carry around.
+                scope="search:"
+                + ds.datastore_id
+                + ":"
+                + hashlib.sha256(
+                    json.dumps(criteria, sort_keys=True).encode()
+                ).hexdigest(),
+            )
+            result: dict[str, Any] = {
+                "imageSetsMetadataSummaries": [imagesets.summary(s) for s in page]
+            }
+        if sort is not None:
+            result["sort"] = sort
+        if token:
+            result["nextToken"] = token
+        return result
+
+    def get_image_set(self, params: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            image_set = self._image_set(params["datastoreId"], params["imageSetId"])
+            entry = imagesets.version(image_set, params.get("versionId"))
+            props = imagesets.properties(
+                image_set, entry, arn=self._image_set_arn(image_set)
+            )
+        return {
+            "datastoreId": image_set.datastore_id,
+            **props,
+            "imageSetWorkflowStatus": imagesets.workflow_status(entry),
+        }
+
+    def get_image_set_metadata(self, params: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            image_set = self._image_set(params["datastoreId"], params["imageSetId"])
+            entry = imagesets.version(image_set, params.get("versionId"))
+            document = imagesets.metadata_document(image_set, entry)
+        return {
+            "imageSetMetadataBlob": imagesets.metadata_blob(document),
+            "contentType": "application/json",
+            "contentEncoding": "gzip",
+        }
+
+    def list_image_set_versions(self, params: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            image_set = self._image_set(params["datastoreId"], params["imageSetId"])
+            entries = imagesets.versions(image_set)
+            page, token = _paginate(
+                entries,
+                lambda e: str(e["versionId"]),
+                params,
+                scope=f"versions:{image_set.image_set_id}",
+            )
+            items = [
+                {
+                    **imagesets.properties(image_set, e, arn=""),
+                    "ImageSetWorkflowStatus": imagesets.workflow_status(e),
+                }
+                for e in page
+            ]
+        result: dict[str, Any] = {"imageSetPropertiesList": items}
+        if token:
+            result["nextToken"] = token
+        return result
+
     # ---- image sets (control endpoint) --------------------------------------------------------------------------
 
     def image_sets(self, datastore_id: str | None) -> list[dict[str, Any]]:
@@ -688,6 +789,10 @@ def _method_name(operation: str) -> str:
         "StartDICOMImportJob": "start_dicom_import_job",
         "GetDICOMImportJob": "get_dicom_import_job",
         "ListDICOMImportJobs": "list_dicom_import_jobs",
+        "SearchImageSets": "search_image_sets",
+        "GetImageSet": "get_image_set",
+        "GetImageSetMetadata": "get_image_set_metadata",
+        "ListImageSetVersions": "list_image_set_versions",
     }[operation]
 
 
@@ -710,6 +815,24 @@ def _read_body(environ: WSGIEnviron) -> bytes:
     if length > 1024 * 1024:
         raise ServiceError("ValidationException", "Request body too large")
     return bytes(environ["wsgi.input"].read(length)) if length else b""
+
+
+def _respond_blob(
+    start_response: StartResponse, operation: str, result: dict[str, Any], blob: str
+) -> list[bytes]:
+    """A streaming payload: the bytes are the body, the members bound to headers become headers."""
+    payload = result[blob]
+    headers = [
+        ("Content-Length", str(len(payload))),
+        ("x-amzn-RequestId", str(uuid.uuid4())),
+    ]
+    shape = model.operation_model(operation).output_shape
+    assert shape is not None
+    for name, member in shape.members.items():
+        if member.serialization.get("location") == "header" and name in result:
+            headers.append((member.serialization["name"], str(result[name])))
+    start_response("200 OK", headers)
+    return [payload]
 
 
 def _respond(

@@ -366,6 +366,14 @@ class ImageSet:
     instances: dict[str, str]
     created_at: float
     updated_at: float
+    # One entry a version, oldest first: {"versionId": n, "at": epoch seconds, "metadata": DICOM JSON then}.
+    # Empty in state saved before versions were kept; ListImageSetVersions then reports the latest only.
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def record_version(self, now: float) -> None:
+        self.history.append(
+            {"versionId": self.version, "at": now, "metadata": dict(self.metadata)}
+        )
 
 
 def signature(metadata: dict[str, Any]) -> str:
@@ -459,6 +467,11 @@ def assign(
                         },
                     }
                 )
+    for target in touched.values():
+        if target.history and target.history[-1]["versionId"] == target.version:
+            target.history[-1]["metadata"] = dict(target.metadata)
+        else:
+            target.record_version(now)
     summaries = [
         {
             "imageSetId": s.image_set_id,

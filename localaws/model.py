@@ -29,7 +29,8 @@ from botocore.model import (
 
 SERVICE_NAME = "medical-imaging"
 
-# The operations this emulator answers; the rest of the model (image-set data plane) is out of scope.
+# The operations this emulator answers: the control plane, and the read-only part of the image-set data plane
+# (`runtime-` host-prefixed on AWS). Frames, copies, updates and deletes are out of scope.
 OPERATIONS = (
     "CreateDatastore",
     "GetDatastore",
@@ -37,6 +38,10 @@ OPERATIONS = (
     "StartDICOMImportJob",
     "GetDICOMImportJob",
     "ListDICOMImportJobs",
+    "SearchImageSets",
+    "GetImageSet",
+    "GetImageSetMetadata",
+    "ListImageSetVersions",
 )
 
 
@@ -142,10 +147,15 @@ def parse_request(
     else:
         decoded = {}
     assert isinstance(shape, StructureShape)
+    # A member named as the payload is the whole body (SearchImageSets' searchCriteria), not a key in it.
+    payload = shape.serialization.get("payload")
     for name, member in shape.members.items():
         location = member.serialization.get("location")
         wire_name = member.serialization.get("name", name)
-        if location == "uri":
+        if name == payload:
+            if body.strip():
+                params[name] = decoded
+        elif location == "uri":
             if wire_name in path_params:
                 params[name] = path_params[wire_name]
         elif location == "querystring":
@@ -176,10 +186,15 @@ def _from_query(name: str, member: Shape, raw: str) -> Any:
     return raw
 
 
-def validate(shape: Shape, value: Any, path: str) -> list[str]:
-    """Every constraint violation of value against shape, in AWS's wording."""
+def validate(
+    shape: Shape, value: Any, path: str, *, inside_sensitive: bool = False
+) -> list[str]:
+    """Every constraint violation of value against shape, in AWS's wording.
+
+    Nothing inside a member marked `sensitive` is echoed (SearchImageSets' criteria hold patient IDs).
+    """
     where = path or "request"
-    sensitive = bool(shape.metadata.get("sensitive"))
+    sensitive = inside_sensitive or bool(shape.metadata.get("sensitive"))
     shown = "Value" if sensitive else f"Value '{_short(value)}'"
 
     def fail(constraint: str) -> list[str]:
@@ -207,7 +222,12 @@ def validate(shape: Shape, value: Any, path: str) -> list[str]:
                     f"Value null at '{_join(path, required)}' failed to satisfy constraint: Member must not be null"
                 )
         for name in present:
-            errors += validate(shape.members[name], value[name], _join(path, name))
+            errors += validate(
+                shape.members[name],
+                value[name],
+                _join(path, name),
+                inside_sensitive=sensitive,
+            )
         return errors
     if kind == "list":
         assert isinstance(shape, ListShape)
@@ -215,7 +235,9 @@ def validate(shape: Shape, value: Any, path: str) -> list[str]:
             return fail("Member must be a list")
         errors = _length(shape, len(value), fail)
         for i, item in enumerate(value, start=1):
-            errors += validate(shape.member, item, f"{where}.{i}.member")
+            errors += validate(
+                shape.member, item, f"{where}.{i}.member", inside_sensitive=sensitive
+            )
         return errors
     if kind == "map":
         assert isinstance(shape, MapShape)
@@ -223,8 +245,10 @@ def validate(shape: Shape, value: Any, path: str) -> list[str]:
             return fail("Member must be a map")
         errors = _length(shape, len(value), fail)
         for k, v in value.items():
-            errors += validate(shape.key, k, f"{where}.key")
-            errors += validate(shape.value, v, f"{where}.{k}")
+            errors += validate(shape.key, k, f"{where}.key", inside_sensitive=sensitive)
+            errors += validate(
+                shape.value, v, f"{where}.{k}", inside_sensitive=sensitive
+            )
         return errors
     if kind == "string":
         if not isinstance(value, str):
@@ -287,11 +311,31 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def streaming_payload(operation: str) -> str | None:
+    """The output member that is the raw response body (GetImageSetMetadata's blob), if any."""
+    shape = operation_model(operation).output_shape
+    if shape is None:
+        return None
+    payload = shape.serialization.get("payload")
+    if payload and shape.members[payload].type_name == "blob":
+        return str(payload)
+    return None
+
+
 def check_output(operation: str, data: Mapping[str, Any]) -> None:
-    """Raise ModelViolation unless data is a response the model allows (and nothing more)."""
+    """Raise ModelViolation unless data is a response the model allows (and nothing more).
+
+    A streaming blob payload is bytes on the wire, not base64 text: it is checked for being bytes only.
+    """
     shape = operation_model(operation).output_shape
     assert isinstance(shape, StructureShape)
-    errors = validate(shape, dict(data), path="")
+    data = dict(data)
+    blob = streaming_payload(operation)
+    if blob is not None:
+        if not isinstance(data.get(blob), bytes):
+            raise ModelViolation(f"{operation} response needs bytes in {blob}")
+        data[blob] = ""
+    errors = validate(shape, data, path="")
     errors += _unknown_members(shape, data, "")
     if errors:
         raise ModelViolation(

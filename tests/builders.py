@@ -3,7 +3,8 @@
 - `make_job` confirms a job the way the composer's confirmation does (`jobs.job_create`), then sets any
   row fields a test needs (a status, results).
 - `make_scan` starts a scan without enqueueing it (the test runs or shapes it itself).
-- The drafts world: two studies, three series, and metadata files of every kind (`seed_prefix`).
+- The drafts world: two studies, three series, and metadata files of every kind (`seed_prefix`); and
+  `stored_before`, which imports some of its series into a localaws datastore first, by a real import job.
 """
 
 from __future__ import annotations
@@ -168,4 +169,35 @@ def make_datastore() -> Datastore:
         input_s3_uri=INPUT,
         output_s3_uri=OUTPUT,
         start_jobs_per_second=MAX_START_JOBS_PER_SECOND,  # a submission slot every 25 ms
+    )
+
+
+def stored_before(
+    localaws: LocalAWSHandle, datastore: Datastore, **series: dict[str, Any]
+) -> None:
+    """Import one instance of each named series (A1, A2, B1: attributes as seed_prefix writes them, with
+    overrides) into the datastore (created in localaws) by a real import job, outside the draft's prefix."""
+    defaults = {
+        SERIES_A1: (STUDY_A, 1, "CT Chest w/ contrast"),
+        SERIES_A2: (STUDY_A, 2, "CT CHEST W CONTRAST"),
+        SERIES_B1: (STUDY_B, 1, "MR KNEE"),
+    }
+    for name, overrides in series.items():
+        uid = {"A1": SERIES_A1, "A2": SERIES_A2, "B1": SERIES_B1}[name]
+        study, number, description = defaults[uid]
+        attributes: dict[str, Any] = {
+            "SeriesNumber": number,
+            "StudyDescription": description,
+            "PatientName": "Doe^Jane",
+            "PatientID": "PAT-1",
+        } | overrides
+        localaws.put(
+            f"s3://{BUCKET}/earlier/{name}.dcm",
+            dicom_bytes(study=study, series=uid, **attributes),
+        )
+    job = localaws.start_import(
+        datastore.datastore_id, f"s3://{BUCKET}/earlier/", OUTPUT
+    )
+    assert (
+        localaws.wait_for_job(datastore.datastore_id, job)["jobStatus"] == "COMPLETED"
     )

@@ -7,12 +7,15 @@ Plain data: no boto3, so the policy can be built where AWS is not configured.
 
 from __future__ import annotations
 
-# API operation name -> what it acts on: "datastore" (its ARN), "bucket" or "object" (S3), "any" ("*").
+# API operation name -> what it acts on: "datastore" (its ARN), "imageset" (its image sets' ARNs),
+# "bucket" or "object" (S3).
 HEALTHIMAGING_CALLS = {
     "GetDatastore": "datastore",  # Check connection
     "StartDICOMImportJob": "datastore",  # submission; passes the data access role (iam:PassRole)
     "GetDICOMImportJob": "datastore",  # the poller
     "ListDICOMImportJobs": "datastore",  # jobs started outside the dashboard; reconciling a lost answer
+    "SearchImageSets": "datastore",  # the prediction: a study's primary image sets (imports.aws.image_sets)
+    "GetImageSetMetadata": "imageset",  # the prediction: what an image set holds
 }
 S3_CALLS = {
     "ListObjectsV2": "bucket",  # browse, scan, confirmation's re-listing, audit checkpoints

@@ -1,4 +1,8 @@
-"""Confirming a draft: every check again, against S3 as it is now, then the import job (imports.jobs.submit.job_create)."""
+"""Confirming a draft: every check again, against S3 as it is now, then the import job (imports.jobs.submit.job_create).
+
+A series predicted to make a non-primary image set (imports.drafts.prediction) must be accepted first; a
+prediction that could not run blocks nothing.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from django.utils import timezone
 
 from imports.audit.records import Actor, audit_record
 from imports.aws import client as aws
+from imports.drafts.prediction import Prediction, draft_predict
 from imports.drafts.services import (
     DraftConflict,
     DraftRefused,
@@ -23,6 +28,10 @@ from imports.models import AuditEvent, ImportDraft, ImportJob, Scan
 from imports.scanning.lookup import scan_is_current
 
 
+class NonPrimaryRefused(DraftRefused):
+    """Some series are predicted to fork a non-primary image set and the user has not accepted it."""
+
+
 def draft_confirm(
     *,
     draft: ImportDraft,
@@ -32,6 +41,7 @@ def draft_confirm(
     acknowledged_warnings: bool,
     idempotency_key: str,
     import_again: bool = False,
+    accepted_non_primary: bool = False,
 ) -> ImportJob:
     """Check everything again, on the server and against S3 as it is now, then create the import job.
 
@@ -77,6 +87,15 @@ def draft_confirm(
         raise DraftRefused(
             f"Tick the box to acknowledge the {len(warnings)} warning{'s' if len(warnings) != 1 else ''} first."
         )
+    # The page's own prediction, from the cache (same content hash): no second round of AWS calls.
+    predicted = draft_predict(draft=current)
+    if predicted.non_primary and not accepted_non_primary:
+        count = predicted.non_primary
+        raise NonPrimaryRefused(
+            f"{count} series would make {'a ' if count == 1 else ''}non-primary image set{'s' if count != 1 else ''}: "
+            "tick “I accept that these series make non-primary image sets” to confirm, or override the "
+            "differing attributes to match the stored ones. Nothing was confirmed."
+        )
     request = draft_request(draft=current)
     payload = json.dumps(request, sort_keys=True, separators=(",", ":")).encode()
     with transaction.atomic():
@@ -115,10 +134,21 @@ def draft_confirm(
                 "content_hash": current.content_hash,
                 "request_sha256": hashlib.sha256(payload).hexdigest(),
                 "acknowledged_warnings": sorted({p.code for p in warnings}),
+                "prediction": _prediction_counts(predicted),
+                "accepted_non_primary": bool(predicted.non_primary),
                 "idempotency_key": idempotency_key,
             },
         )
     return job
+
+
+def _prediction_counts(predicted: Prediction) -> dict[str, int]:
+    return {
+        "new": predicted.new,
+        "adds_to": predicted.adds_to,
+        "non_primary": predicted.non_primary,
+        "not_predicted": predicted.unpredicted,
+    }
 
 
 def _job_of_confirmed(draft: ImportDraft) -> ImportJob:

@@ -21,7 +21,7 @@ from imports.aws import client as aws
 from imports.dicom.header import HeaderUnavailable, read_header_dataset
 from imports.dicom.patient import is_patient_attribute
 from imports.dicom.tags import tag_label
-from imports.models import DraftMapping, ImportDraft, ObjectHeader, ScanSeries
+from imports.models import DraftMapping, ImportDraft, ObjectHeader, Scan, ScanSeries
 
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 HEADER_CACHE_SECONDS = 7 * 24 * 60 * 60
@@ -123,14 +123,28 @@ def merge_header(
     return rows
 
 
+def _header_cache_key(header: ObjectHeader) -> str:
+    digest = hashlib.sha256(f"{header.bucket}/{header.key}".encode()).hexdigest()
+    return f"preview-header:{digest}:{header.etag}"
+
+
+def cached_original_attributes(
+    header: ObjectHeader,
+) -> dict[int, tuple[str, str]] | None:
+    """The header a preview read earlier, from the cache only: None when no preview read it (costs no request)."""
+    cached = cache.get(_header_cache_key(header))
+    if cached is None:
+        return None
+    return {int(tag): (vr, value) for tag, (vr, value) in cached.items()}
+
+
 def _original_attributes(
     region: str, header: ObjectHeader
 ) -> dict[int, tuple[str, str]]:
-    digest = hashlib.sha256(f"{header.bucket}/{header.key}".encode()).hexdigest()
-    cache_key = f"preview-header:{digest}:{header.etag}"
-    cached = cache.get(cache_key)
+    cache_key = _header_cache_key(header)
+    cached = cached_original_attributes(header)
     if cached is not None:
-        return {int(tag): (vr, value) for tag, (vr, value) in cached.items()}
+        return cached
 
     def fetch(start: int, end: int) -> bytes:
         return aws.s3_get_range(
@@ -185,9 +199,14 @@ def _file_attributes(
     """The attributes a mapped metadata file sets, as display text (the scan kept the parsed file)."""
     if mapping is None or draft.scan is None:
         return {}
+    return file_attributes(scan=draft.scan, path=mapping.metadata_file_path)
+
+
+def file_attributes(*, scan: Scan, path: str) -> dict[int, tuple[str, str | None]]:
+    """The attributes the metadata file at `path` (relative to the scan's prefix) sets, as display text."""
     document = (
-        ObjectHeader.objects.of_scan(draft.scan)
-        .filter(key=draft.scan.prefix + mapping.metadata_file_path)
+        ObjectHeader.objects.of_scan(scan)
+        .filter(key=scan.prefix + path)
         .values_list("json_document", flat=True)
         .first()
     )

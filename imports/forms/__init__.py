@@ -362,6 +362,11 @@ class DraftConfirmForm(DraftVersionForm):
     acknowledge_warnings = forms.BooleanField(
         required=False, label="I have read the warnings and want to import anyway."
     )
+    # Needed when the prediction says a series forks (imports/drafts/confirmation.py).
+    accept_non_primary = forms.BooleanField(
+        required=False,
+        label="I accept that these series make non-primary image sets",
+    )
     # Shown only once the duplicate-request guard has refused (imports/jobs/derived.py).
     import_again = forms.BooleanField(
         required=False,

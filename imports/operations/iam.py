@@ -94,6 +94,14 @@ def _list_statements(
     return statements
 
 
+def _healthimaging_actions(scope: str) -> list[str]:
+    return sorted(
+        iam_action("medical-imaging", op)
+        for op, on in HEALTHIMAGING_CALLS.items()
+        if on == scope
+    )
+
+
 def _datastores_or_refuse(datastores: Iterable[Datastore]) -> list[Datastore]:
     chosen = list(datastores)
     if not chosen:
@@ -125,10 +133,14 @@ def app_policy(
         {
             "Sid": "HealthImagingOnTheDatastores",
             "Effect": "Allow",
-            "Action": sorted(
-                iam_action("medical-imaging", op) for op in HEALTHIMAGING_CALLS
-            ),
+            "Action": _healthimaging_actions("datastore"),
             "Resource": sorted({p.datastore_arn for p in places}),
+        },
+        {
+            "Sid": "ReadTheDatastoresImageSets",
+            "Effect": "Allow",
+            "Action": _healthimaging_actions("imageset"),
+            "Resource": sorted({f"{p.datastore_arn}/imageset/*" for p in places}),
         },
         {
             "Sid": "PassTheDataAccessRolesToHealthImagingOnly",

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from imports.audit import records as audit
-from imports.drafts import confirmation, preview
+from imports.drafts import confirmation, prediction, preview
 from imports.drafts import services as drafts
 from imports.drafts.composer import draft_problems_with_studies
 from imports.drafts.summary import draft_summary
@@ -147,6 +147,7 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     )
     status = 200
     notice = ""
+    non_primary_refusal = ""
     same_request = None
     if request.method == "POST":
         if not request.user.has_perm(EDIT_PERMISSION):
@@ -161,7 +162,10 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
                     acknowledged_warnings=form.cleaned_data["acknowledge_warnings"],
                     idempotency_key=str(form.cleaned_data["idempotency_key"]),
                     import_again=form.cleaned_data["import_again"],
+                    accepted_non_primary=form.cleaned_data["accept_non_primary"],
                 )
+            except confirmation.NonPrimaryRefused as refused:
+                status, non_primary_refusal = 400, str(refused)
             except duplicates.SameRequest as same:
                 status, notice, same_request = 409, str(same), same.job
             except drafts.DraftConflict as conflict:
@@ -223,5 +227,16 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         )
         if draft.scan is not None and draft.scan.status == Scan.Status.COMPLETED
         else None,
+        # Once confirmed, the datastore holds the import itself: a prediction would describe nothing.
+        "prediction": prediction.draft_predict(draft=draft)
+        if draft.scan is not None
+        and draft.scan.status == Scan.Status.COMPLETED
+        and not frozen
+        else None,
+        "non_primary_refusal": non_primary_refusal,
+        "accepted_non_primary": request.method == "POST"
+        and request.POST.get("accept_non_primary") == "on",
+        "revealed": draft.pk in request.session.get(REVEALED_SESSION_KEY, []),
+        "cost_note": prediction.COST_NOTE,
     }
     return render(request, "imports/draft_confirm.html", context, status=status)

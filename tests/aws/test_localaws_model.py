@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 
 from imports.dicom.uids import uid_service_problem
 from localaws import model
+from localaws.testing import dicom_bytes
 from tests.dicom.test_uid_service_rule import ACCEPTED, REFUSED
 
 ROLE = "arn:aws:iam::123456789012:role/HealthImagingImportRole"
@@ -250,6 +251,14 @@ def test_it_sends_responses_that_validate_against_the_model_for_every_operation(
     raw = {}
 
     def keep(http_response, operation_name, **kwargs):
+        if model.streaming_payload(operation_name):
+            # GetImageSetMetadata: the body is the gzipped document, the rest are headers.
+            raw[operation_name] = {
+                "imageSetMetadataBlob": http_response.content,
+                "contentType": http_response.headers["Content-Type"],
+                "contentEncoding": http_response.headers["Content-Encoding"],
+            }
+            return
         raw[operation_name] = json.loads(http_response.content)
 
     client.meta.events.register(
@@ -261,10 +270,24 @@ def test_it_sends_responses_that_validate_against_the_model_for_every_operation(
     )["datastoreId"]
     client.get_datastore(datastoreId=datastore_id)
     client.list_datastores(maxResults=1)
+    localaws.put(
+        "s3://input-bucket/in/one.dcm",
+        dicom_bytes(
+            study="1.2.826.0.1.3680043.8.498.40", series="1.2.826.0.1.3680043.8.498.41"
+        ),
+    )
     job_id = client.start_dicom_import_job(**start_params(datastore_id))["jobId"]
     localaws.wait_for_job(datastore_id, job_id)
     client.get_dicom_import_job(datastoreId=datastore_id, jobId=job_id)
     client.list_dicom_import_jobs(datastoreId=datastore_id)
+    found = client.search_image_sets(
+        datastoreId=datastore_id,
+        searchCriteria={"sort": {"sortField": "createdAt", "sortOrder": "ASC"}},
+    )
+    image_set_id = found["imageSetsMetadataSummaries"][0]["imageSetId"]
+    client.get_image_set(datastoreId=datastore_id, imageSetId=image_set_id)
+    client.get_image_set_metadata(datastoreId=datastore_id, imageSetId=image_set_id)
+    client.list_image_set_versions(datastoreId=datastore_id, imageSetId=image_set_id)
     assert set(raw) == set(model.OPERATIONS)
     for operation, body in raw.items():
         model.check_output(operation, body)

@@ -107,9 +107,16 @@ def test_the_app_policy_scopes_healthimaging_passrole_and_s3_to_the_datastores(
             "medical-imaging:GetDICOMImportJob",
             "medical-imaging:GetDatastore",
             "medical-imaging:ListDICOMImportJobs",
+            "medical-imaging:SearchImageSets",
             "medical-imaging:StartDICOMImportJob",
         ],
         "Resource": [DATASTORE_ARN],
+    }
+    assert statement(document, "ReadTheDatastoresImageSets") == {
+        "Sid": "ReadTheDatastoresImageSets",
+        "Effect": "Allow",
+        "Action": ["medical-imaging:GetImageSetMetadata"],
+        "Resource": [f"{DATASTORE_ARN}/imageset/*"],
     }
     assert statement(document, "PassTheDataAccessRolesToHealthImagingOnly")[
         "Condition"

@@ -1,13 +1,17 @@
 """`python manage.py import_job validate|submit|status|list`: the composer's and the job pages' services, from a shell.
 
-    import_job validate --datastore NAME [--input s3://…] --mappings FILE.csv [--json] [--user NAME]
+    import_job validate --datastore NAME [--input s3://…] --mappings FILE.csv [--predict] [--json] [--user NAME]
     import_job submit --datastore NAME [--input s3://…] [--output s3://…] [--name N] [--mappings FILE.csv]
                       [--accept-warnings] [--allow-duplicate] [--user NAME]
     import_job status ID [--wait] [--json]
     import_job list [--json]
 
 `validate` prints each problem (with --json, one JSON object a line: severity, row, field, code, message) and exits
-0 when there is no error (warnings allowed), 1 otherwise. `submit` runs the same validation, refuses with every
+0 when there is no error (warnings allowed), 1 otherwise. With --predict it also says, for every series of the
+prefix, what the import would do in the datastore (imports.drafts.prediction): with --json one line a series,
+`{"kind": "prediction", "study_instance_uid", "series_instance_uid", "outcome": "new" | "adds_to" | "non_primary"
+| null, "image_set_id", "image_set_version", "differs": [keyword, ...]}` plus `"reason"` when the outcome is null
+(HealthImaging could not answer); without, a table. A prediction never changes the exit code. `submit` runs the same validation, refuses with every
 problem and exit 1 (warnings too, unless --accept-warnings; a request a job of the last JOBS_DUPLICATE_WINDOW_DAYS
 already made, unless --allow-duplicate, which still warns on stderr), or creates and enqueues the job and prints its ID alone
 on the last line. Both scan the input prefix first when its latest scan is missing or out of date, as the composer
@@ -33,6 +37,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from imports.drafts import prediction
 from imports.jobs import derived as duplicates
 from imports.jobs import request as jobrequest
 from imports.jobs import submit as jobs
@@ -81,7 +86,15 @@ class Command(BaseCommand):
             help="CSV with the header " + ",".join(CSV_COLUMNS),
         )
         validate.add_argument(
-            "--json", action="store_true", help="one JSON object per problem"
+            "--json",
+            action="store_true",
+            help="one JSON object per problem (and per series, with --predict)",
+        )
+        validate.add_argument(
+            "--predict",
+            action="store_true",
+            help="also say what the import would do to each series: a new image set, added to the primary "
+            "one, or a non-primary one (SearchImageSets and GetImageSetMetadata; the exit code is unchanged)",
         )
         validate.add_argument("--user", help=USER_HELP)
         submit = sub.add_parser(
@@ -147,11 +160,29 @@ class Command(BaseCommand):
         actor = _actor(options.get("user"))
         datastore = _datastore(options["datastore"])
         uri = _input_uri(datastore, options.get("input"))
-        problems = self._check(
-            datastore, uri, _read_mappings(options["mappings"]), actor=actor
-        )
+        mappings = _read_mappings(options["mappings"])
+        scan = None
+        if isinstance(mappings, Problem):
+            problems = [mappings]
+        else:
+            scan = _current_scan(datastore, uri, self.stderr, actor=actor)
+            problems = mappings_validate(
+                mappings=mappings, index=prefix_index(scan=scan, datastore=datastore)
+            )
         _print_problems(self, problems, as_json=options["json"])
-        if any(p.severity == "error" for p in problems):
+        failed = any(p.severity == "error" for p in problems)
+        if (
+            options["predict"]
+            and scan is not None
+            and not isinstance(mappings, Problem)
+        ):
+            result = prediction.series_predict(
+                scan=scan, datastore=datastore, mappings=mappings
+            )
+            _print_prediction(
+                self, result, datastore, as_json=options["json"], failed=failed
+            )
+        if failed:
             sys.exit(1)
 
     def _submit(self, options: dict[str, Any]) -> None:
@@ -467,6 +498,29 @@ def _current_scan(
             f"The scan of {uri} did not complete: {reason}", returncode=1
         )
     return result
+
+
+def _print_prediction(
+    command: BaseCommand,
+    result: prediction.Prediction,
+    datastore: Datastore,
+    *,
+    as_json: bool,
+    failed: bool,
+) -> None:
+    try:
+        if as_json:
+            for series in result.series:
+                command.stdout.write(json.dumps(series.as_json()))
+        else:
+            for line in prediction.prediction_table(
+                result, datastore_name=datastore.name
+            ):
+                command.stdout.write(line)
+        command.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1 if failed else 0)
 
 
 def _print_problems(
