@@ -269,7 +269,8 @@ def test_a_serial_patient_birth_date_is_named_without_its_value() -> None:
     assert (
         "the value looks like a spreadsheet's date serial number:" in messages(row)[0]
     )
-    assert "29221" not in messages(row)[0] and "1980" not in messages(row)[0]
+    assert "29221" not in messages(row)[0]
+    assert "1980" not in messages(row)[0]
 
 
 def test_scientific_notation_in_a_key_is_named_and_a_plain_number_passes() -> None:
