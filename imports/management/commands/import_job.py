@@ -1,6 +1,8 @@
-"""`python manage.py import_job validate|submit|status|list`: the composer's and the job pages' services, from a shell.
+"""`python manage.py import_job validate|submit|status|list|corrections`: the composer's and the job pages' services,
+from a shell.
 
     import_job validate --datastore NAME [--input s3://…] --mappings FILE.csv [--json] [--user NAME]
+    import_job corrections --datastore NAME [--input s3://…] --sheet FILE [--json]
     import_job submit --datastore NAME [--input s3://…] [--output s3://…] [--name N] [--mappings FILE.csv]
                       [--accept-warnings] [--allow-duplicate] [--user NAME]
     import_job status ID [--wait] [--json]
@@ -12,6 +14,8 @@ problem and exit 1 (warnings too, unless --accept-warnings; a request a job of t
 already made, unless --allow-duplicate, which still warns on stderr), or creates and enqueues the job and prints its ID alone
 on the last line. Both scan the input prefix first when its latest scan is missing or out of date, as the composer
 does, and record in the audit trail the account of whoever runs them: --user NAME, else the OS user's name.
+`corrections` is a dry run of a correction sheet (CSV or XLSX): each row's match and changes against the latest
+scan of the prefix (scanned first as above), or its problem; it writes nothing and exits as `validate` does.
 `status --wait` exits 0 only for a job completed with no failed file, 1 otherwise (STATUS_EXIT_CODES). Each
 subcommand is a `_<name>` method.
 """
@@ -33,6 +37,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from imports.corrections import matching, report, sheet
 from imports.jobs import derived as duplicates
 from imports.jobs import request as jobrequest
 from imports.jobs import submit as jobs
@@ -57,6 +62,16 @@ STATUS_EXIT_CODES = """exit codes with --wait (scripts rely on them):
   1  the job completed with errors (a file failed, or its results could not be read),
      failed, or was not submitted
 Without --wait, status exits 0 whenever it could report the job, 1 for an unknown ID."""
+
+CORRECTIONS_HELP = """A dry run of a correction sheet against the latest completed scan of the input prefix
+(scanned first when it has none or it changed). Key columns: StudyInstanceUID; or AccessionNumber, narrowed by
+PatientID and/or StudyDate; SeriesInstanceUID for a series-level row; or PatientID with Scope=patient for every
+study of that patient. Value columns: a DICOM keyword or tag; name a key attribute's value column by its tag,
+(0010,0020) for PatientID. An empty cell leaves a value as it is; <empty> clears it. Rows are numbered as the
+spreadsheet shows them (the header is row 1).
+
+Patient values (PatientName, PatientID, every person name and group 0010) are always masked in the output.
+Nothing is written. Exit 0 when no row has an error ("unchanged" rows are warnings), 1 otherwise."""
 
 USER_HELP = (
     "the account recorded in the audit trail as having run this (default: the OS user's name, "
@@ -84,6 +99,30 @@ class Command(BaseCommand):
             "--json", action="store_true", help="one JSON object per problem"
         )
         validate.add_argument("--user", help=USER_HELP)
+        corrections = sub.add_parser(
+            "corrections",
+            help="Dry run of a correction sheet: each row's match and changes, or its problem.",
+            description=CORRECTIONS_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        corrections.add_argument(
+            "--datastore", required=True, help="the datastore's name"
+        )
+        corrections.add_argument(
+            "--input", help="input S3 URI (default: the datastore's)"
+        )
+        corrections.add_argument(
+            "--sheet",
+            type=Path,
+            required=True,
+            help="the correction sheet: CSV (UTF-8) or XLSX (its first sheet), a header row, at most "
+            f"{sheet.MAX_ROWS:,} rows",
+        )
+        corrections.add_argument(
+            "--json",
+            action="store_true",
+            help="one JSON object a line: row, status, study_instance_uid, changes, or code and message",
+        )
         submit = sub.add_parser(
             "submit",
             help="Check and submit an import job; prints the job's ID alone on the last line.",
@@ -238,6 +277,42 @@ class Command(BaseCommand):
         return mappings_validate(
             mappings=mappings, index=prefix_index(scan=scan, datastore=datastore)
         )
+
+    # --- corrections ------------------------------------------------------------------------
+
+    def _corrections(self, options: dict[str, Any]) -> None:
+        datastore = _datastore(options["datastore"])
+        uri = _input_uri(datastore, options.get("input"))
+        path: Path = options["sheet"]
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise CommandError(
+                f"--sheet: {path} cannot be read: {error.strerror}.", returncode=1
+            ) from error
+        try:
+            parsed = sheet.sheet_read(data)
+        except sheet.SheetRefused as refused:
+            for problem in refused.problems:
+                self.stdout.write(
+                    json.dumps(report.refusal_json(problem))
+                    if options["json"]
+                    else f"error: {problem.message} [{problem.code}]"
+                )
+            sys.exit(1)
+        scan = _current_scan(datastore, uri, self.stderr, actor=_actor(None))
+        results = matching.corrections_match(scan=scan, sheet=parsed)
+        for result in results:
+            if options["json"]:
+                self.stdout.write(json.dumps(report.row_json(result)))
+            else:
+                for line in report.row_lines(result):
+                    self.stdout.write(line)
+        if not options["json"]:
+            self.stdout.write(report.summary_line(results))
+        self.stdout.flush()
+        if any(r.status == "error" for r in results):
+            sys.exit(1)
 
     # --- status -----------------------------------------------------------------------------
 
