@@ -13,6 +13,17 @@ from typing import Any
 from imports.corrections.matching import RowResult
 from imports.corrections.sheet import Problem
 
+# `import_job corrections --help`.
+HELP = """A dry run of a correction sheet against the latest completed scan of the input prefix
+(scanned first when it has none or it changed). Key columns: StudyInstanceUID; or AccessionNumber, narrowed by
+PatientID and/or StudyDate; SeriesInstanceUID for a series-level row; or PatientID with Scope=patient for every
+study of that patient. Value columns: a DICOM keyword or tag; name a key attribute's value column by its tag,
+(0010,0020) for PatientID. An empty cell leaves a value as it is; <empty> clears it. Rows are numbered as the
+spreadsheet shows them (the header is row 1).
+
+Patient values (PatientName, PatientID, every person name and group 0010) are always masked in the output.
+Nothing is written. Exit 0 when no row has an error ("unchanged" rows are warnings), 1 otherwise."""
+
 
 def row_json(result: RowResult) -> dict[str, Any]:
     uids = result.study_instance_uids

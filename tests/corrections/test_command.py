@@ -14,9 +14,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from openpyxl import Workbook
 
+from imports.corrections import report
 from imports.models import Datastore, ObjectHeader, Scan
 from localaws.testing import LocalAWSHandle
-from tests.builders import BUCKET
+from tests.builders import BUCKET, scan_prefix
 from tests.corrections.conftest import MERGE_1, MERGE_2, MERGE_3, TWIN_B, ZEROS
 
 pytestmark = pytest.mark.django_db
@@ -178,7 +179,22 @@ def test_an_unreadable_sheet_file_is_refused(store: Datastore, tmp_path: Path) -
 
 
 def test_the_help_says_patient_values_are_always_masked() -> None:
-    from imports.management.commands.import_job import CORRECTIONS_HELP
+    assert "always masked" in report.HELP
+    assert "--write" not in report.HELP
 
-    assert "always masked" in CORRECTIONS_HELP
-    assert "--write" not in CORRECTIONS_HELP
+
+def test_without_an_account_for_the_os_user_it_uses_an_existing_scan_and_asks_for_one_to_start_one(
+    store: Datastore,
+    write_sheet: Callable[[str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    localaws: LocalAWSHandle,
+) -> None:
+    monkeypatch.setattr("getpass.getuser", lambda: "nobody")
+    sheet = write_sheet(f"StudyInstanceUID,StudyDescription\n{TWIN_B},MR\n")
+    with pytest.raises(
+        CommandError,
+        match="must be scanned first, and no account is named after the OS user",
+    ):
+        run(sheet)
+    scan_prefix()  # as `manage.py scan` does, with no account
+    assert run(sheet)[0] == 0

@@ -29,6 +29,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +64,6 @@ STATUS_EXIT_CODES = """exit codes with --wait (scripts rely on them):
      failed, or was not submitted
 Without --wait, status exits 0 whenever it could report the job, 1 for an unknown ID."""
 
-CORRECTIONS_HELP = """A dry run of a correction sheet against the latest completed scan of the input prefix
-(scanned first when it has none or it changed). Key columns: StudyInstanceUID; or AccessionNumber, narrowed by
-PatientID and/or StudyDate; SeriesInstanceUID for a series-level row; or PatientID with Scope=patient for every
-study of that patient. Value columns: a DICOM keyword or tag; name a key attribute's value column by its tag,
-(0010,0020) for PatientID. An empty cell leaves a value as it is; <empty> clears it. Rows are numbered as the
-spreadsheet shows them (the header is row 1).
-
-Patient values (PatientName, PatientID, every person name and group 0010) are always masked in the output.
-Nothing is written. Exit 0 when no row has an error ("unchanged" rows are warnings), 1 otherwise."""
-
 USER_HELP = (
     "the account recorded in the audit trail as having run this (default: the OS user's name, "
     "which must then be an account's user name)"
@@ -102,7 +93,7 @@ class Command(BaseCommand):
         corrections = sub.add_parser(
             "corrections",
             help="Dry run of a correction sheet: each row's match and changes, or its problem.",
-            description=CORRECTIONS_HELP,
+            description=report.HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         corrections.add_argument(
@@ -300,7 +291,9 @@ class Command(BaseCommand):
                     else f"error: {problem.message} [{problem.code}]"
                 )
             sys.exit(1)
-        scan = _current_scan(datastore, uri, self.stderr, actor=_actor(None))
+        scan = _current_scan(
+            datastore, uri, self.stderr, actor=lambda: _scan_actor(datastore, uri)
+        )
         results = matching.corrections_match(scan=scan, sheet=parsed)
         for result in results:
             if options["json"]:
@@ -419,6 +412,19 @@ def _actor(name: str | None) -> AbstractBaseUser:
     return user
 
 
+def _scan_actor(datastore: Datastore, uri: str) -> AbstractBaseUser:
+    """Whom a scan that `corrections` starts is recorded as: the OS user's account (it takes no --user)."""
+    try:
+        return _actor(None)
+    except CommandError:
+        raise CommandError(
+            f"{uri} must be scanned first, and no account is named after the OS user running this command to "
+            f'record the scan as: scan it with python manage.py scan {uri} --datastore "{datastore.name}", then '
+            "run this again.",
+            returncode=1,
+        ) from None
+
+
 def job_summary(job: ImportJob) -> dict[str, Any]:
     """What `status --json` and `list --json` print: status says completed_with_errors when files failed."""
     read = job.results == ImportJob.Results.DONE
@@ -506,9 +512,14 @@ def _read_mappings(path: Path) -> list[Mapping] | Problem:
 
 
 def _current_scan(
-    datastore: Datastore, uri: str, log: Any, *, actor: AbstractBaseUser
+    datastore: Datastore,
+    uri: str,
+    log: Any,
+    *,
+    actor: AbstractBaseUser | Callable[[], AbstractBaseUser],
 ) -> Scan:
-    """The completed scan of the prefix, scanning it here first if it has none or it changed since."""
+    """The completed scan of the prefix, scanning it here first (as `actor`, or who it returns) if it has none
+    or it changed since."""
     bucket, prefix = split_s3_uri(uri)
     while True:
         running = Scan.objects.filter(
@@ -527,7 +538,7 @@ def _current_scan(
         return latest
     log.write(f"Scanning {uri} first (only new or changed objects are read)…")
     scan, _ = control.scan_start(
-        actor=actor,
+        actor=actor() if callable(actor) else actor,
         bucket=bucket,
         prefix=prefix,
         region=datastore.region,
