@@ -416,3 +416,16 @@ def test_a_row_that_sets_nothing_is_refused() -> None:
     assert messages(row) == [
         "Row 2 sets no value: fill a value cell, or write <empty> to clear one."
     ]
+
+
+def test_it_refuses_an_empty_sheet() -> None:
+    assert "The sheet is empty" in refusal(b"")
+    assert "The sheet is empty" in refusal(b",,\nA1,x\n")
+
+
+def test_it_refuses_a_file_over_10_mib_and_takes_one_under() -> None:
+    header = "AccessionNumber,StudyDescription\n"
+    assert "a sheet is at most 10,485,760 bytes" in refusal(
+        (header + " " * 10 * 1024 * 1024).encode()
+    )
+    assert sheet_read((header + "A1,CT\n").encode()).rows
