@@ -1,6 +1,8 @@
-"""`python manage.py import_job validate|submit|status|list`: the composer's and the job pages' services, from a shell.
+"""`python manage.py import_job validate|submit|status|list|corrections`: the composer's and the job pages' services,
+from a shell.
 
     import_job validate --datastore NAME [--input s3://…] --mappings FILE.csv [--predict] [--json] [--user NAME]
+    import_job corrections --datastore NAME [--input s3://…] --sheet FILE [--json]
     import_job submit --datastore NAME [--input s3://…] [--output s3://…] [--name N] [--mappings FILE.csv]
                       [--accept-warnings] [--allow-duplicate] [--user NAME]
     import_job status ID [--wait] [--json]
@@ -16,6 +18,8 @@ problem and exit 1 (warnings too, unless --accept-warnings; a request a job of t
 already made, unless --allow-duplicate, which still warns on stderr), or creates and enqueues the job and prints its ID alone
 on the last line. Both scan the input prefix first when its latest scan is missing or out of date, as the composer
 does, and record in the audit trail the account of whoever runs them: --user NAME, else the OS user's name.
+`corrections` is a dry run of a correction sheet (CSV or XLSX): each row's match and changes against the latest
+scan of the prefix (scanned first as above), or its problem; it writes nothing and exits as `validate` does.
 `status --wait` exits 0 only for a job completed with no failed file, 1 otherwise (STATUS_EXIT_CODES). Each
 subcommand is a `_<name>` method.
 """
@@ -23,35 +27,36 @@ subcommand is a `_<name>` method.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from imports.corrections import matching, report, sheet
 from imports.drafts import prediction
 from imports.jobs import derived as duplicates
 from imports.jobs import request as jobrequest
 from imports.jobs import submit as jobs
-from imports.mappings.csvfile import CSV_COLUMNS, CsvRefused, mappings_read_csv
-from imports.mappings.rules import Mapping, Problem, mappings_validate
-from imports.models import Datastore, ImportJob, Scan
-from imports.scanning import control, run
-from imports.scanning.lookup import prefix_index, scan_is_current
-from imports.validators import (
-    split_s3_uri,
-    validate_job_name,
-    validate_output_s3_uri,
-    validate_s3_uri,
+from imports.management.import_job_shared import (
+    _actor,
+    _current_scan,
+    _datastore,
+    _input_uri,
+    _option_problems,
+    _print_prediction,
+    _print_problems,
+    _read_mappings,
+    _scan_actor,
 )
+from imports.mappings.csvfile import CSV_COLUMNS
+from imports.mappings.rules import Mapping, Problem, mappings_validate
+from imports.models import Datastore, ImportJob
+from imports.scanning.lookup import prefix_index
 
 # Without a mappings file, `submit` sends a plain import: these set-level checks do not apply.
 PLAIN_IMPORT_CODES = {"no_mappings", "unmapped_json_file", "unmapped_study"}
@@ -97,6 +102,30 @@ class Command(BaseCommand):
             "one, or a non-primary one (SearchImageSets and GetImageSetMetadata; the exit code is unchanged)",
         )
         validate.add_argument("--user", help=USER_HELP)
+        corrections = sub.add_parser(
+            "corrections",
+            help="Dry run of a correction sheet: each row's match and changes, or its problem.",
+            description=report.HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        corrections.add_argument(
+            "--datastore", required=True, help="the datastore's name"
+        )
+        corrections.add_argument(
+            "--input", help="input S3 URI (default: the datastore's)"
+        )
+        corrections.add_argument(
+            "--sheet",
+            type=Path,
+            required=True,
+            help="the correction sheet: CSV (UTF-8) or XLSX (its first sheet), a header row, at most "
+            f"{sheet.MAX_ROWS:,} rows",
+        )
+        corrections.add_argument(
+            "--json",
+            action="store_true",
+            help="one JSON object a line: row, status, study_instance_uid, changes, or code and message",
+        )
         submit = sub.add_parser(
             "submit",
             help="Check and submit an import job; prints the job's ID alone on the last line.",
@@ -270,6 +299,44 @@ class Command(BaseCommand):
             mappings=mappings, index=prefix_index(scan=scan, datastore=datastore)
         )
 
+    # --- corrections ------------------------------------------------------------------------
+
+    def _corrections(self, options: dict[str, Any]) -> None:
+        datastore = _datastore(options["datastore"])
+        uri = _input_uri(datastore, options.get("input"))
+        path: Path = options["sheet"]
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise CommandError(
+                f"--sheet: {path} cannot be read: {error.strerror}.", returncode=1
+            ) from error
+        try:
+            parsed = sheet.sheet_read(data)
+        except sheet.SheetRefused as refused:
+            for problem in refused.problems:
+                self.stdout.write(
+                    json.dumps(report.refusal_json(problem))
+                    if options["json"]
+                    else f"error: {problem.message} [{problem.code}]"
+                )
+            sys.exit(1)
+        scan = _current_scan(
+            datastore, uri, self.stderr, actor=lambda: _scan_actor(datastore, uri)
+        )
+        results = matching.corrections_match(scan=scan, sheet=parsed)
+        for result in results:
+            if options["json"]:
+                self.stdout.write(json.dumps(report.row_json(result)))
+            else:
+                for line in report.row_lines(result):
+                    self.stdout.write(line)
+        if not options["json"]:
+            self.stdout.write(report.summary_line(results))
+        self.stdout.flush()
+        if any(r.status == "error" for r in results):
+            sys.exit(1)
+
     # --- status -----------------------------------------------------------------------------
 
     def _status(self, options: dict[str, Any]) -> None:
@@ -346,35 +413,6 @@ def status_exit_code(job: ImportJob) -> int:
     return 0 if clean else 1
 
 
-def _actor(name: str | None) -> AbstractBaseUser:
-    """The account that runs this command: --user NAME, else the OS user's name; an active account."""
-    given = name is not None
-    if not given:
-        try:
-            name = getpass.getuser()
-        except (OSError, KeyError) as error:
-            raise CommandError(
-                "Cannot tell which OS user runs this command: give --user NAME (an account's "
-                "user name).",
-                returncode=1,
-            ) from error
-    user_model = get_user_model()
-    user = user_model._default_manager.filter(
-        **{user_model.USERNAME_FIELD: name}
-    ).first()
-    if user is None:
-        raise CommandError(
-            f"--user {name}: no account has that user name."
-            if given
-            else f"No account is named “{name}”, the OS user running this command: give "
-            "--user NAME (an account's user name) to say who runs it.",
-            returncode=1,
-        )
-    if not user.is_active:
-        raise CommandError(f"The account “{name}” is not active.", returncode=1)
-    return user
-
-
 def job_summary(job: ImportJob) -> dict[str, Any]:
     """What `status --json` and `list --json` print: status says completed_with_errors when files failed."""
     read = job.results == ImportJob.Results.DONE
@@ -399,168 +437,3 @@ def job_summary(job: ImportJob) -> dict[str, Any]:
         "error_message": job.error_message or None,
         "message": job.message or None,
     }
-
-
-def _datastore(name: str) -> Datastore:
-    datastore = Datastore.objects.filter(name=name, enabled=True).first()
-    if datastore is None:
-        known = ", ".join(
-            Datastore.objects.filter(enabled=True).values_list("name", flat=True)
-        )
-        raise CommandError(
-            f"No enabled datastore is named “{name}” (known: {known or 'none'}).",
-            returncode=1,
-        )
-    return datastore
-
-
-def _input_uri(datastore: Datastore, given: str | None) -> str:
-    uri = given or datastore.input_s3_uri
-    try:
-        validate_s3_uri(uri)
-    except ValidationError as error:
-        raise CommandError(
-            "--input: " + " ".join(error.messages), returncode=1
-        ) from error
-    # metadataFilePath is relative to the input URI, which is therefore a folder.
-    return uri if uri.endswith("/") else uri + "/"
-
-
-def _option_problems(options: dict[str, Any]) -> list[Problem]:
-    problems = []
-    for option, value, validate in (
-        ("--output", options.get("output"), validate_output_s3_uri),
-        ("--name", options.get("name"), validate_job_name),
-    ):
-        if value:
-            try:
-                validate(value)
-            except ValidationError as error:
-                problems += [
-                    Problem("error", None, option, "invalid_option", message)
-                    for message in error.messages
-                ]
-    return problems
-
-
-def _read_mappings(path: Path) -> list[Mapping] | Problem:
-    """The CSV's rows (their fields are checked by the validation), or why the file cannot be used."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        return Problem(
-            "error",
-            None,
-            "",
-            "csv_invalid",
-            f"{path} cannot be read: {error.strerror}.",
-        )
-    try:
-        return mappings_read_csv(data, check_fields=False)
-    except CsvRefused as refused:
-        return Problem("error", None, "", "csv_invalid", str(refused))
-
-
-def _current_scan(
-    datastore: Datastore, uri: str, log: Any, *, actor: AbstractBaseUser
-) -> Scan:
-    """The completed scan of the prefix, scanning it here first if it has none or it changed since."""
-    bucket, prefix = split_s3_uri(uri)
-    while True:
-        running = Scan.objects.filter(
-            bucket=bucket, prefix=prefix, status__in=Scan.ACTIVE
-        ).first()
-        if running is None:
-            break
-        log.write(f"Waiting for the running scan of {uri} (scan {running.pk})…")
-        time.sleep(2)
-    latest = (
-        Scan.objects.filter(bucket=bucket, prefix=prefix, status=Scan.Status.COMPLETED)
-        .order_by("-finished_at", "-id")
-        .first()
-    )
-    if latest is not None and scan_is_current(scan=latest):
-        return latest
-    log.write(f"Scanning {uri} first (only new or changed objects are read)…")
-    scan, _ = control.scan_start(
-        actor=actor,
-        bucket=bucket,
-        prefix=prefix,
-        region=datastore.region,
-        datastore=datastore,
-        enqueue=False,
-        origin=Scan.Origin.CLI,
-    )
-    result = run.scan_run(scan_id=scan.pk)
-    if result is None or result.status != Scan.Status.COMPLETED:
-        reason = result.error if result is not None else "another process took it"
-        raise CommandError(
-            f"The scan of {uri} did not complete: {reason}", returncode=1
-        )
-    return result
-
-
-def _print_prediction(
-    command: BaseCommand,
-    result: prediction.Prediction,
-    datastore: Datastore,
-    *,
-    as_json: bool,
-    failed: bool,
-) -> None:
-    try:
-        if as_json:
-            for series in result.series:
-                command.stdout.write(json.dumps(series.as_json()))
-        else:
-            for line in prediction.prediction_table(
-                result, datastore_name=datastore.name
-            ):
-                command.stdout.write(line)
-        command.stdout.flush()
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1 if failed else 0)
-
-
-def _print_problems(
-    command: BaseCommand,
-    problems: list[Problem],
-    *,
-    as_json: bool,
-    summary: bool = True,
-) -> None:
-    try:
-        for p in problems:
-            if as_json:
-                line = json.dumps(
-                    {
-                        "severity": p.severity,
-                        "row": p.row,
-                        "field": p.field,
-                        "code": p.code,
-                        "message": p.message,
-                    }
-                )
-            else:
-                where = f"row {p.row}" if p.row is not None else "all rows"
-                field = f" {p.field}" if p.field else ""
-                line = f"{p.severity}: {where}{field}: {p.message} [{p.code}]"
-            command.stdout.write(line)
-        if summary and not as_json:
-            errors = sum(p.severity == "error" for p in problems)
-            warnings = len(problems) - errors
-            command.stdout.write(
-                f"{errors} error{'s' if errors != 1 else ''}, {warnings} warning{'s' if warnings != 1 else ''}: "
-                + (
-                    "the mappings can be submitted."
-                    if not errors
-                    else "fix the errors first."
-                )
-            )
-        command.stdout.flush()
-    except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly, as Unix tools do. Python would otherwise report
-        # the pipe again when it flushes stdout at exit, so point stdout at /dev/null first.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1 if any(p.severity == "error" for p in problems) else 0)
