@@ -96,12 +96,16 @@ def test_the_readme_names_the_csv_header_the_cli_requires() -> None:
 
 
 def test_the_readme_datastore_and_audit_commands_run_as_written(db: None) -> None:
-    literal = [
-        words
-        for words in readme_commands()
-        if words[:2] in (["datastore", "add"], ["datastore", "list"])
-        or words == ["verify_audit"]
-    ]
+    literal: list[list[str]] = []
+    for words in readme_commands():
+        chosen = words[:2] in (
+            ["datastore", "add"],
+            ["datastore", "list"],
+        ) or words == ["verify_audit"]
+        if (
+            chosen and words not in literal
+        ):  # a command the README repeats (verify_audit) runs once
+            literal.append(words)
     assert len(literal) == 3
     # As a newcomer would: the datastore first (audited), then the trail's check, which fails on an empty trail.
     literal.sort(key=lambda words: words == ["verify_audit"])
