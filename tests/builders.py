@@ -172,6 +172,14 @@ def make_datastore() -> Datastore:
     )
 
 
+def make_localaws_datastore(localaws: LocalAWSHandle) -> Datastore:
+    """make_datastore(), with a datastore that localaws holds (its import jobs and image sets go there)."""
+    datastore = make_datastore()
+    datastore.datastore_id = localaws.create_datastore()
+    datastore.save()
+    return datastore
+
+
 def stored_before(
     localaws: LocalAWSHandle, datastore: Datastore, **series: dict[str, Any]
 ) -> None:

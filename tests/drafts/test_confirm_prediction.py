@@ -20,7 +20,7 @@ from tests.builders import (
     INPUT,
     OUTPUT,
     SERIES_A2,
-    make_datastore,
+    make_localaws_datastore,
     scan_prefix,
     seed_prefix,
     stored_before,
@@ -38,10 +38,7 @@ def world(db: None, localaws: LocalAWSHandle) -> LocalAWSHandle:
 
 @pytest.fixture
 def store(world: LocalAWSHandle) -> Datastore:
-    datastore = make_datastore()
-    datastore.datastore_id = world.create_datastore()
-    datastore.save()
-    return datastore
+    return make_localaws_datastore(world)
 
 
 @pytest.fixture

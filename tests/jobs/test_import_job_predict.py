@@ -24,7 +24,7 @@ from tests.builders import (
     STUDY_B,
     STUDY_FILE,
     WRONG_VR_FILE,
-    make_datastore,
+    make_localaws_datastore,
     seed_prefix,
     stored_before,
 )
@@ -51,10 +51,7 @@ def _run_as_alice(alice: User, monkeypatch: pytest.MonkeyPatch) -> None:
 def store(db: None, localaws: LocalAWSHandle) -> Datastore:
     cache.clear()
     seed_prefix(localaws)
-    datastore = make_datastore()
-    datastore.datastore_id = localaws.create_datastore()
-    datastore.save()
-    return datastore
+    return make_localaws_datastore(localaws)
 
 
 def validate(tmp_path: Path, rows: list[str], *extra: str) -> tuple[int, list[str]]:
