@@ -2,16 +2,17 @@
 
     python -m bench.jobs_bench [--jobs 10000] [--results 1000000] [--polls 300] [--viewers 200] [--window 40]
                                [--ndjson-lines 5000] [--export-rows 100000] [--database-url postgres://…]
-                               [--cache-url rediscache://…] [--no-load]
+                               [--cache-url rediscache://…] [--no-load] [--generator both|locust|wrk]
 
 Starts localaws in a child process (S3's and HealthImaging's CPU is not the dashboard's, and tracemalloc then
 sees the dashboard alone) and uses a throwaway SQLite database, var/bench/jobs.sqlite3, unless `--database-url`
 names another (flushed first). It measures:
 1. the status fragment (`GET /jobs/<id>/status/`, Django's test client, no network) with `--jobs` jobs and
    `--results` result rows in the database: server time p50/p95 and its queries;
-2. `--viewers` viewers polling it every 2 s through gunicorn with 4 workers (locust, headless), then 1 viewer,
-   `--window` seconds each, with the AWS poller running: errors, p95 at the client and at the server, and
-   GetDICOMImportJob calls per minute counted at localaws;
+2. `--viewers` viewers polling it every 2 s through gunicorn with 4 workers (locust, headless, and wrk, side by
+   side with `--generator both`), after 1 viewer, `--window` seconds each, with the AWS poller running: errors,
+   p95 at the client and at the server, the generator's own CPU, and GetDICOMImportJob calls per minute counted
+   at localaws; then `/healthz` under 10 probes every 100 ms (wrk);
 3. ingesting a `--ndjson-lines` success.ndjson from localaws S3 (`jobresults.job_ingest_results`): time, and
    the tracemalloc peak at a quarter of the lines and at all of them;
 4. the results download, CSV and JSON lines, of a job with `--export-rows` rows: the tracemalloc peak at a
@@ -40,6 +41,9 @@ REGION = "us-east-1"
 FRAGMENT_TARGET_MS = 20.0
 FRAGMENT_MAX_QUERIES = 3
 LOAD_TARGET_MS = 100.0
+HEALTH_TARGET_MS = 20.0
+HEALTH_PROBES = 10  # load balancer targets asking at once
+HEALTH_PACE_MS = 100
 INGEST_TARGET_S = 2.0
 MEMORY_FLAT_RATIO = 1.25
 WATCHED_JOBS = 10
@@ -285,7 +289,7 @@ def export_run(client: Any, job_id: int, fmt: str, rows: int) -> Export:
 
 
 def report(args: argparse.Namespace, conditions: dict[str, Any], fragments: list[Fragment],
-           history: Any, loads: list[Any], ingests: list[Ingest], exports: list[Export]) -> None:  # fmt: skip
+           history: Any, loads: list[Any], health: Any, ingests: list[Ingest], exports: list[Export]) -> None:  # fmt: skip
     from django.conf import settings
     from django.db import connection
 
@@ -307,17 +311,27 @@ def report(args: argparse.Namespace, conditions: dict[str, Any], fragments: list
         ))  # fmt: skip
     for run in loads:
         rows.append((
-            f"{run.viewers} viewer{'s' if run.viewers != 1 else ''} polling every 2 s, gunicorn -w 4",
+            f"{run.viewers} viewer{'s' if run.viewers != 1 else ''} polling every 2 s, gunicorn -w 4 ({run.generator})",
             f"no errors, p95 < {LOAD_TARGET_MS:.0f} ms",
             f"{run.requests:,} requests in {run.seconds:.0f} s, {run.failures} errors; p95 {run.client_p95_ms:.0f} ms "
-            f"at locust (p50 {run.client_p50_ms:.0f}), {run.server_p95_ms:.1f} ms in gunicorn (p50 {run.server_p50_ms:.1f})",
+            f"at {run.generator} (p50 {run.client_p50_ms:.0f}), {run.server_p95_ms:.1f} ms in gunicorn "
+            f"(p50 {run.server_p50_ms:.1f}); {run.generator} used {run.generator_cpu_s:.1f} CPU-s "
+            f"({100 * run.generator_cpu_s / max(run.seconds, 0.001):.0f} % of a core)",
             run.failures == 0 and run.client_p95_ms < LOAD_TARGET_MS,
+        ))  # fmt: skip
+    if health is not None:
+        rows.append((
+            f"/healthz, {HEALTH_PROBES} probes every {HEALTH_PACE_MS} ms (wrk), gunicorn -w 4",
+            f"no errors, p95 < {HEALTH_TARGET_MS:.0f} ms",
+            f"{health.requests:,} requests in {health.seconds:.0f} s, {health.failures} errors; p50 "
+            f"{health.p50_ms:.1f} ms, p95 {health.p95_ms:.1f} ms; wrk used {health.generator_cpu_s:.1f} CPU-s",
+            health.failures == 0 and health.p95_ms < HEALTH_TARGET_MS,
         ))  # fmt: skip
     if loads:
         per_minute = [run.calls_per_minute for run in loads]
         extra = sum(run.localaws_calls - run.poller_calls for run in loads)
         rows.append((
-            "GetDICOMImportJob per minute, " + " vs ".join(f"{r.viewers} viewer{'s' if r.viewers != 1 else ''}" for r in loads),
+            "GetDICOMImportJob per minute, " + " vs ".join(f"{r.viewers} viewer{'s' if r.viewers != 1 else ''} ({r.generator})" for r in loads),
             "the same",
             " vs ".join(f"{v:.0f}" for v in per_minute)
             + f" ({WATCHED_JOBS} running jobs; counted at localaws; calls not made by the poller: {extra})",
@@ -405,6 +419,14 @@ def report(args: argparse.Namespace, conditions: dict[str, Any], fragments: list
 # --- Main -----------------------------------------------------------------------------------------------------------
 
 
+def _generators(choice: str, wrk_available: bool) -> list[str]:
+    wanted = ["locust", "wrk"] if choice == "both" else [choice]
+    if "wrk" in wanted and not wrk_available:
+        print("wrk is not installed (apt-get install wrk): locust alone")
+        wanted = [g for g in wanted if g != "wrk"] or ["locust"]
+    return wanted
+
+
 def _load_average() -> str:
     return " ".join(f"{v:.1f}" for v in os.getloadavg())
 
@@ -428,7 +450,13 @@ def main(argv: list[str] | None = None) -> int:
         help="e.g. rediscache://127.0.0.1:6379/1: sessions are then read through it",
     )
     parser.add_argument(
-        "--no-load", action="store_true", help="skip gunicorn and locust"
+        "--no-load", action="store_true", help="skip gunicorn and the load generators"
+    )
+    parser.add_argument(
+        "--generator",
+        choices=("both", "locust", "wrk"),
+        default="both",
+        help="the viewers' load generator; both run side by side in one run (wrk needs Debian's wrk)",
     )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -519,18 +547,34 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         loads = []
+        health = None
         if not args.no_load:
             sessions = jobs_load.viewer_sessions(viewer, args.viewers)
             gunicorn = jobs_load.Gunicorn(BENCH_DIR)
             gunicorn.warm_up(sessions[0], watched[0])
-            for viewers in (1, args.viewers):
-                run = jobs_load.load_run(
-                    gunicorn=gunicorn, endpoint_url=server.endpoint_url, sessions=sessions,
-                    job_ids=watched, viewers=viewers, seconds=args.window, log_dir=BENCH_DIR,
+            generators = _generators(args.generator, jobs_load.wrk_available())
+            for generator in generators:
+                for viewers in (1, args.viewers):
+                    if generator == "wrk":
+                        run = jobs_load.wrk_load_run(
+                            gunicorn=gunicorn, endpoint_url=server.endpoint_url, sessions=sessions,
+                            job_ids=watched, viewers=viewers, seconds=args.window,
+                        )  # fmt: skip
+                    else:
+                        run = jobs_load.load_run(
+                            gunicorn=gunicorn, endpoint_url=server.endpoint_url, sessions=sessions,
+                            job_ids=watched, viewers=viewers, seconds=args.window, log_dir=BENCH_DIR,
+                        )  # fmt: skip
+                    print(f"load ({generator}): {viewers} viewers, p95 {run.client_p95_ms:.0f} ms, "
+                          f"{run.failures} errors, {run.localaws_calls} GetDICOMImportJob, "
+                          f"generator CPU {run.generator_cpu_s:.1f} s")  # fmt: skip
+                    loads.append(run)
+            if "wrk" in generators:
+                health = jobs_load.wrk_health_run(
+                    gunicorn=gunicorn, connections=HEALTH_PROBES, pace_ms=HEALTH_PACE_MS,
+                    seconds=min(args.window, 20),
                 )  # fmt: skip
-                print(f"load: {viewers} viewers, p95 {run.client_p95_ms:.0f} ms, {run.failures} errors, "
-                      f"{run.localaws_calls} GetDICOMImportJob")  # fmt: skip
-                loads.append(run)
+                print(f"healthz: p95 {health.p95_ms:.1f} ms, {health.failures} errors")
             gunicorn.stop()
             gunicorn = None
         conditions = {
@@ -538,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_after": _load_average(),
             "setup_s": setup_s,
         }
-        report(args, conditions, fragments, history, loads, ingests, exports)
+        report(args, conditions, fragments, history, loads, health, ingests, exports)
     finally:
         if gunicorn is not None:
             gunicorn.stop()

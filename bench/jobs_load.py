@@ -12,6 +12,8 @@ import csv
 import http.client
 import json
 import os
+import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -267,6 +269,8 @@ def viewer_sessions(user: Any, count: int) -> list[str]:
 
 @dataclass
 class LoadRun:
+    generator: str  # "locust" or "wrk"
+    generator_cpu_s: float  # the load generator's own CPU (user + system) over its run
     viewers: int
     seconds: float
     requests: int
@@ -322,6 +326,7 @@ def load_run(
     poller = Poller()
     poller.start()
     started = time.monotonic()
+    cpu_before = _children_cpu_s()
     subprocess.run(
         [
             sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "jobs_locust.py"),
@@ -333,6 +338,7 @@ def load_run(
         stdout=subprocess.DEVNULL, stderr=(log_dir / f"locust-{viewers}.log").open("w"),
     )  # fmt: skip
     elapsed = time.monotonic() - started
+    generator_cpu_s = _children_cpu_s() - cpu_before
     poller.stop()
     calls = get_import_job_calls(endpoint_url)
     server = gunicorn.server_times_ms(mark, "/status/")
@@ -345,6 +351,8 @@ def load_run(
                 f"{r['Occurrences']} × {r['Error']}" for r in csv.DictReader(handle)
             ][:3]
     return LoadRun(
+        generator="locust",
+        generator_cpu_s=generator_cpu_s,
         viewers=viewers,
         seconds=elapsed,
         requests=int(row["Request Count"]),
@@ -366,3 +374,120 @@ def _aggregated(stats_csv: Path) -> dict[str, str]:
     with stats_csv.open() as handle:
         rows = list(csv.DictReader(handle))
     return next(r for r in rows if r["Name"] == "Aggregated")
+
+
+def wrk_available() -> bool:
+    """wrk comes from Debian's package (`apt-get install wrk`); without it the bench runs locust alone."""
+    return shutil.which("wrk") is not None
+
+
+def _children_cpu_s() -> float:
+    """CPU of the children this process has waited for: a generator run with subprocess.run is counted once
+    it ends (gunicorn, still running, is not)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _wrk(
+    *, url: str, connections: int, seconds: int, env: dict[str, str]
+) -> tuple[dict[str, Any], float]:
+    """One wrk run with bench/jobs_wrk.lua; its JSON line and its own CPU-seconds."""
+    cpu_before = _children_cpu_s()
+    finished = subprocess.run(
+        [
+            "wrk", "--threads", str(min(2, connections)), "--connections", str(connections), "--duration", f"{seconds}s",
+            "--timeout", "10s", "--script", str(ROOT / "bench" / "jobs_wrk.lua"), url,
+        ],
+        cwd=ROOT, env={**os.environ, **env}, check=True, timeout=seconds + 60,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    cpu = _children_cpu_s() - cpu_before
+    summary = json.loads(finished.stdout.strip().splitlines()[-1])
+    return summary, cpu
+
+
+def wrk_load_run(
+    *,
+    gunicorn: Gunicorn,
+    endpoint_url: str,
+    sessions: list[str],
+    job_ids: list[int],
+    viewers: int,
+    seconds: int,
+) -> LoadRun:
+    """`viewers` wrk connections polling every 2 s for `seconds`, with the poller running, as load_run does
+    with locust. wrk is C with one event loop per thread, so on 2 cores it takes little of the CPU gunicorn
+    needs; its CPU is reported beside locust's."""
+    ImportJob.objects.filter(pk__in=job_ids).update(
+        submitted_at=timezone.now(), next_poll_at=None
+    )
+    localaws(endpoint_url, "DELETE", "calls")
+    mark = gunicorn.log_mark()
+    poller = Poller()
+    poller.start()
+    started = time.monotonic()
+    summary, cpu = _wrk(
+        url=gunicorn.url,
+        connections=viewers,
+        seconds=seconds,
+        env={
+            "JOBS_BENCH_SESSIONS": ",".join(sessions[:viewers]),
+            "JOBS_BENCH_JOBS": ",".join(str(pk) for pk in job_ids),
+            "JOBS_BENCH_PACE_MS": str(int(POLL_EVERY_S * 1000)),
+        },
+    )
+    elapsed = time.monotonic() - started
+    poller.stop()
+    calls = get_import_job_calls(endpoint_url)
+    server = gunicorn.server_times_ms(mark, "/status/")
+    errors = sum(summary[k] for k in ("connect", "read", "write", "timeout"))
+    return LoadRun(
+        generator="wrk",
+        generator_cpu_s=cpu,
+        viewers=viewers,
+        seconds=elapsed,
+        requests=int(summary["requests"]),
+        # Status errors are also body failures in the script's count; socket errors are not.
+        failures=int(summary["failures"]) + errors,
+        client_p50_ms=float(summary["p50_ms"]),
+        client_p95_ms=float(summary["p95_ms"]),
+        server_p50_ms=statistics.median(server) if server else 0.0,
+        server_p95_ms=_p95(server),
+        server_requests=len(server),
+        poller_calls=poller.calls,
+        poller_runs=poller.runs,
+        localaws_calls=calls,
+        minutes=poller.minutes,
+        failure_samples=[f"{errors} socket errors"] if errors else [],
+    )
+
+
+@dataclass
+class HealthRun:
+    requests: int
+    failures: int
+    p50_ms: float
+    p95_ms: float
+    seconds: float
+    generator_cpu_s: float
+
+
+def wrk_health_run(
+    *, gunicorn: Gunicorn, connections: int, pace_ms: int, seconds: int
+) -> HealthRun:
+    """/healthz asked by `connections` probes every `pace_ms`: the database, broker and beat probes each time."""
+    summary, cpu = _wrk(
+        url=gunicorn.url,
+        connections=connections,
+        seconds=seconds,
+        env={"JOBS_BENCH_PATH": "/healthz", "JOBS_BENCH_PACE_MS": str(pace_ms)},
+    )
+    errors = sum(summary[k] for k in ("connect", "read", "write", "timeout"))
+    return HealthRun(
+        requests=int(summary["requests"]),
+        failures=int(summary["failures"]) + errors,
+        p50_ms=float(summary["p50_ms"]),
+        p95_ms=float(summary["p95_ms"]),
+        seconds=float(summary["duration_s"]),
+        generator_cpu_s=cpu,
+    )
