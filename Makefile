@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint typecheck pytest bench requirements clean
+.PHONY: install demo test test-fast lint typecheck pytest bench screenshots requirements clean
 
 install: $(STAMP)
 
@@ -49,6 +49,11 @@ pytest: install
 # The quick loop while editing: everything but the browser and the real-worker tests (`--lf` works too).
 test-fast: install
 	$(BIN)/pytest -m "not browser and not worker" $(PYTEST_ARGS)
+
+# The README's screenshots: the browser tests write them to var/screenshots/ unless told otherwise; this
+# refreshes docs/screenshots/, to be committed on purpose.
+screenshots: install
+	SCREENSHOTS_DIR=docs/screenshots $(BIN)/pytest -m browser $(PYTEST_ARGS)
 
 # Benchmarks print tables; they are not tests (see bench/README.md). BENCH_ARGS="--objects 2000" for a short run.
 bench: install

@@ -15,6 +15,7 @@ from django.db import connections
 
 from imports.models import Datastore
 from localaws.testing import LocalAWSHandle
+from tests.browser.screens import screenshot
 from tests.conftest import PASSWORD, WorkerProcess, missing_service
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -180,9 +181,6 @@ def test_an_administrator_adds_a_datastore_and_checks_it(
     )
 
 
-SCREENSHOTS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "screenshots")
-
-
 def test_on_the_demo_data_an_operator_composes_previews_and_confirms_an_import(
     page: Any, localaws: LocalAWSHandle
 ) -> None:
@@ -225,11 +223,7 @@ def test_on_the_demo_data_an_operator_composes_previews_and_confirms_an_import(
     page.click("text=Map to the ticked studies and series")
     page.wait_for_selector("#mappings >> text=not valid JSON")
     assert page.locator("#problems-panel .badge.err").count() >= 1
-    os.makedirs(SCREENSHOTS, exist_ok=True)
-    # caret="initial": Playwright would otherwise inject a style to hide the caret, which the CSP blocks.
-    page.screenshot(
-        path=os.path.join(SCREENSHOTS, "composer.png"), full_page=True, caret="initial"
-    )
+    screenshot(page, "composer")
     page.locator("tr.study-row", has_text=abdomen.study_instance_uid).locator(
         "button:has-text('Remove')"
     ).click()
@@ -261,18 +255,14 @@ def test_on_the_demo_data_an_operator_composes_previews_and_confirms_an_import(
     detail = page.locator("#one-instance tr", has_text="StudyDescription (0008,1030)")
     assert detail.is_visible()
     assert "Doe" not in page.inner_text("#preview")
-    page.screenshot(
-        path=os.path.join(SCREENSHOTS, "preview.png"), full_page=True, caret="initial"
-    )
+    screenshot(page, "preview")
 
     page.click("text=Review and confirm")
     request_text = page.inner_text("#request-json")
     assert '"jobName": "demo-import"' in request_text
     assert '"metadataFilePath": "metadata/study-ct-chest.json"' in request_text
     page.check("input[name=acknowledge_warnings]")
-    page.screenshot(
-        path=os.path.join(SCREENSHOTS, "confirm.png"), full_page=True, caret="initial"
-    )
+    screenshot(page, "confirm")
     page.click("text=Confirm the import")
     page.wait_for_selector("text=Its status below follows it to HealthImaging")
     assert "/jobs/" in page.url
@@ -481,9 +471,7 @@ def test_on_the_demo_data_an_operator_fixes_a_study_description_with_the_keyboar
     for _ in range(len("-TOO-LONG-FOR-SH")):
         page.keyboard.press("Backspace")
     page.wait_for_selector("#editor-status >> text=every row is valid")
-    page.screenshot(
-        path=os.path.join(SCREENSHOTS, "editor.png"), full_page=True, caret="initial"
-    )
+    screenshot(page, "editor")
     tab_to("button[value=save]")
     page.keyboard.press("Enter")
     page.wait_for_selector(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +11,10 @@ from django.contrib.auth.models import User
 from imports import tasks
 from imports.models import Datastore
 from localaws.testing import LocalAWSHandle, dicom_bytes
+from tests.browser.screens import screenshot
 from tests.browser.test_browser import page, sign_in  # noqa: F401 - the page fixture
 from tests.builders import make_job
-from tests.conftest import ROOT, WorkerProcess
+from tests.conftest import WorkerProcess
 
 pytestmark = [
     pytest.mark.browser,
@@ -23,7 +23,6 @@ pytestmark = [
 ]
 
 STUDY = "1.2.826.0.1.3680043.8.498.51"
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 
 
 def test_an_operator_watches_a_confirmed_job_change_status_without_a_reload(
@@ -88,9 +87,7 @@ def test_an_operator_watches_a_confirmed_job_change_status_without_a_reload(
             "#job-results"
         )
         assert page.console_errors == []
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "job.png"), full_page=True)
-        assert Path(SCREENSHOTS / "job.png").stat().st_size > 10_000
+        screenshot(page, "job")
     finally:
         stop.set()
         ticker.join()
