@@ -416,7 +416,7 @@ def test_no_main_page_scrolls_sideways_at_390_px(
     narrow.close()
 
 
-def test_on_the_demo_data_an_operator_fixes_a_study_description_with_the_keyboard_only(
+def test_on_the_demo_data_an_operator_fixes_a_study_description_and_confirms_with_the_keyboard_only(
     page: Any, localaws: LocalAWSHandle
 ) -> None:
     from imports.drafts import services as drafts
@@ -489,4 +489,17 @@ def test_on_the_demo_data_an_operator_fixes_a_study_description_with_the_keyboar
         .read()
     )
     assert b'"00200010": {\n    "vr": "SH",\n    "Value": [\n      "S-0001"' in body
+
+    # Still without the mouse: from the composer to the confirmation, the warnings acknowledged, confirmed.
+    tab_to(f"a[href='/drafts/{draft.pk}/confirm/']")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#request-json")
+    if page.locator("input[name=acknowledge_warnings]").count():
+        tab_to("input[name=acknowledge_warnings]")
+        page.keyboard.press("Space")
+        assert page.is_checked("input[name=acknowledge_warnings]")
+    tab_to(f"form[action='/drafts/{draft.pk}/confirm/'] button[type=submit]")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=Its status below follows it to HealthImaging")
+    assert ImportDraft.objects.get(pk=draft.pk).jobs.count() == 1
     assert page.console_errors == []
