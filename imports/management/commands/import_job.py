@@ -55,7 +55,7 @@ from imports.management.import_job_shared import (
 )
 from imports.mappings.csvfile import CSV_COLUMNS
 from imports.mappings.rules import Mapping, Problem, mappings_validate
-from imports.models import Datastore, ImportJob
+from imports.models import Datastore, ImportJob, Scan
 from imports.scanning.lookup import prefix_index
 
 # Without a mappings file, `submit` sends a plain import: these set-level checks do not apply.
@@ -220,9 +220,8 @@ class Command(BaseCommand):
         uri = _input_uri(datastore, options.get("input"))
         given = options.get("mappings") is not None
         mappings = _read_mappings(options["mappings"]) if given else []
-        problems = _option_problems(options) + self._check(
-            datastore, uri, mappings, actor=actor
-        )
+        checked, scan = self._check(datastore, uri, mappings, actor=actor)
+        problems = _option_problems(options) + checked
         if not given:
             problems = [p for p in problems if p.code not in PLAIN_IMPORT_CODES]
         _print_problems(self, problems, as_json=False, summary=False)
@@ -247,6 +246,21 @@ class Command(BaseCommand):
             job_name=options.get("name") or "",
             mappings=mappings,
         )
+        # As the confirmation page does: what the import will do to each series, kept with the job so that its
+        # verification can say whether it came true. It never refuses (a CLI user accepts by submitting).
+        assert scan is not None  # the mappings were read, so the prefix was scanned
+        predicted = prediction.series_predict(
+            scan=scan, datastore=datastore, mappings=mappings
+        )
+        for line in prediction.prediction_table(
+            predicted, datastore_name=datastore.name
+        )[:1]:
+            self.stdout.write(line)
+        if predicted.non_primary:
+            self.stderr.write(
+                f"Warning: {predicted.non_primary} series would make non-primary image sets; "
+                "import_job validate --predict names the differing attributes."
+            )
         key = options["idempotency_key"] or f"cli-{uuid.uuid4()}"
         # A key used before answers with its own job (job_create), which is no duplicate of itself.
         repeated = ImportJob.objects.filter(idempotency_key=key).exists()
@@ -270,6 +284,7 @@ class Command(BaseCommand):
                 request=request,
                 idempotency_key=key,
                 import_again=options["allow_duplicate"],
+                prediction=prediction.prediction_for_job(predicted),
             )
         except duplicates.SameRequest as same:
             # Another submission of this request landed in between.
@@ -290,14 +305,14 @@ class Command(BaseCommand):
         mappings: list[Mapping] | Problem,
         *,
         actor: AbstractBaseUser,
-    ) -> list[Problem]:
-        """The composer's validation of these mappings against the prefix (scanned first if needed)."""
+    ) -> tuple[list[Problem], Scan | None]:
+        """The composer's validation of these mappings against the prefix (scanned first if needed), and the scan."""
         if isinstance(mappings, Problem):
-            return [mappings]
+            return [mappings], None
         scan = _current_scan(datastore, uri, self.stderr, actor=actor)
         return mappings_validate(
             mappings=mappings, index=prefix_index(scan=scan, datastore=datastore)
-        )
+        ), scan
 
     # --- corrections ------------------------------------------------------------------------
 
