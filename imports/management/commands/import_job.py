@@ -5,7 +5,7 @@ from a shell.
     import_job corrections --datastore NAME [--input s3://…] --sheet FILE [--json]
     import_job submit --datastore NAME [--input s3://…] [--output s3://…] [--name N] [--mappings FILE.csv]
                       [--accept-warnings] [--allow-duplicate] [--user NAME]
-    import_job status ID [--wait] [--json]
+    import_job status ID [--wait] [--json]      (--wait: until ended, results read, verification done)
     import_job list [--json]
 
 `validate` prints each problem (with --json, one JSON object a line: severity, row, field, code, message) and exits
@@ -42,6 +42,7 @@ from imports.drafts import prediction
 from imports.jobs import derived as duplicates
 from imports.jobs import request as jobrequest
 from imports.jobs import submit as jobs
+from imports.jobs import verification
 from imports.management.import_job_shared import (
     _actor,
     _current_scan,
@@ -167,8 +168,8 @@ class Command(BaseCommand):
         status.add_argument(
             "--wait",
             action="store_true",
-            help="block until the job has ended and its results are read; exit 0 only if it "
-            "completed with no failed file, else 1",
+            help="block until the job has ended, its results are read and its verification is no "
+            "longer pending; exit 0 only if it completed with no failed file, else 1",
         )
         status.add_argument("--json", action="store_true", help="one JSON object")
         status.add_argument(
@@ -362,7 +363,8 @@ class Command(BaseCommand):
         )
         if job is None:
             raise CommandError(f"There is no import job {options['id']}.", returncode=1)
-        while options["wait"] and job.is_live:
+        # --wait returns once the job has ended, its results are read and its verification is no longer pending.
+        while options["wait"] and verification.verification_pending(job):
             time.sleep(options["interval"])
             job.refresh_from_db()
         self._print_status(job, as_json=options["json"])
@@ -386,6 +388,18 @@ class Command(BaseCommand):
             )
             if job.non_primary_count:
                 self.stdout.write(f"  non-primary image sets  {job.non_primary_count}")
+        if job.prediction:
+            predicted = summary["prediction"]
+            confirmed = {
+                True: "confirmed",
+                False: "NOT confirmed",
+                None: "not compared yet",
+            }
+            self.stdout.write(
+                f"  prediction  {predicted['new']} new, {predicted['adds_to']} added to, "
+                f"{predicted['non_primary']} non-primary: {confirmed[predicted['confirmed']]}"
+            )
+        self.stdout.write(f"  {verification.verification_sentence(job)}")
         for text in (job.error_message, job.message, job.results_error):
             if text:
                 self.stdout.write(f"  {text}")
@@ -451,4 +465,6 @@ def job_summary(job: ImportJob) -> dict[str, Any]:
         "error_code": job.error_code or None,
         "error_message": job.error_message or None,
         "message": job.message or None,
+        "prediction": verification.prediction_summary(job),
+        "verification": verification.verification_summary(job),
     }
