@@ -16,11 +16,10 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.management import call_command
 
-from imports.jobs import limiter
+from imports.jobs import limiter, verification
 from imports.jobs import results as jobresults
 from imports.jobs import submit as jobs
 from imports.jobs import tracking as jobtracking
-from imports.jobs import verification
 from imports.models import AuditEvent, Datastore, ImportJob
 from localaws.testing import LocalAWSHandle
 from tests.builders import (
