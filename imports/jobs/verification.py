@@ -501,7 +501,8 @@ def verification_sentence(job: ImportJob) -> str:
         wrong = len(detail.get("mismatches", []))
         where = f"in {sets} image set{'s' if sets != 1 else ''}"
         if job.verification == V.VERIFIED:
-            return f"Overrides verified: {checked} of {checked} attributes {where}"
+            sentence = f"Overrides verified: {checked} of {checked} attributes {where}"
+            return sentence + (" (the job's mappings set none)" if not checked else "")
         return f"Overrides not all verified: {wrong} of {checked} attributes {where} differ from the stored metadata"
     if verification_pending(job):
         retrying = detail.get("retrying")
