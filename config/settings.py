@@ -474,6 +474,14 @@ JOBS_MANIFEST_RETRY_S = env.int("JOBS_MANIFEST_RETRY_S", default=5)
 # A results reader renews its lease with every 1,000 rows it stores: a dead one is replaced after this.
 JOBS_INGEST_LEASE_S = env.int("JOBS_INGEST_LEASE_S", default=120)
 JOBS_SYNC_MAX_PAGES = env.int("JOBS_SYNC_MAX_PAGES", default=20)
+# Verification after a job (imports/jobs/verification.py): GetImageSetMetadata answers "not consistent yet" or
+# throttles for a while after an import; it is asked again every RETRY_S for PATIENCE_S, then "not verified yet".
+JOBS_VERIFY_PATIENCE_S = env.int("JOBS_VERIFY_PATIENCE_S", default=300)
+JOBS_VERIFY_RETRY_S = env.int("JOBS_VERIFY_RETRY_S", default=5)
+JOBS_VERIFY_LEASE_S = env.int("JOBS_VERIFY_LEASE_S", default=300)
+# The signed import record's HMAC-SHA256 key (imports/jobs/record.py). Unset, it is derived from SECRET_KEY, so
+# `import_record verify` checks a record only where the same SECRET_KEY (or this key) is configured.
+IMPORT_RECORD_KEY = env.str("IMPORT_RECORD_KEY", default="")
 # Job emails: EMAIL_URL (smtp://user:password@host:587) or the console by default; links use SITE_URL.
 _email = env.email_url("EMAIL_URL", default="consolemail://")
 EMAIL_BACKEND = _email["EMAIL_BACKEND"]

@@ -29,7 +29,8 @@ SCAN_PREFIX = "imports.scan_prefix"
 JOB_SUBMIT = "imports.job_submit"
 JOB_INGEST_RESULTS = "imports.job_ingest_results"
 JOB_NOTIFY = "imports.job_notify"
-TASK_NAMES = (SCAN_PREFIX, JOB_SUBMIT, JOB_INGEST_RESULTS, JOB_NOTIFY)
+JOB_VERIFY = "imports.job_verify"
+TASK_NAMES = (SCAN_PREFIX, JOB_SUBMIT, JOB_INGEST_RESULTS, JOB_NOTIFY, JOB_VERIFY)
 
 
 def enqueue_task(task_name: str, row_id: int) -> None:

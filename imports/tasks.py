@@ -9,6 +9,7 @@ from celery import Task, shared_task
 from imports.jobs import results as jobresults
 from imports.jobs import submit as jobs
 from imports.jobs import tracking as jobtracking
+from imports.jobs import verification
 from imports.operations import audit_checkpoints, health
 from imports.scanning import control, run
 
@@ -81,6 +82,22 @@ def jobs_poll() -> None:
 )
 def job_ingest_results(self: Task[Any, Any], job_id: int) -> None:
     retry_in = jobresults.job_ingest_results(job_id=job_id)
+    if retry_in is not None:
+        raise self.retry(countdown=retry_in)
+
+
+@shared_task(
+    name="imports.job_verify",
+    bind=True,
+    acks_late=True,
+    max_retries=None,
+    soft_time_limit=30 * 60,
+    time_limit=30 * 60 + 60,
+)
+def job_verify(self: Task[Any, Any], job_id: int) -> None:
+    # job_verify claims the job's verification with a conditional UPDATE (a duplicate does nothing) and keeps
+    # the image sets it read, so a retry after "not consistent yet" or throttling resumes where it stopped.
+    retry_in = verification.job_verify(job_id=job_id)
     if retry_in is not None:
         raise self.retry(countdown=retry_in)
 

@@ -69,6 +69,21 @@ class LocalAWSHandle:
     def image_sets(self, datastore_id: str | None = None) -> list[dict[str, Any]]:
         return self.server.healthimaging.image_sets(datastore_id)
 
+    def change_metadata(self, image_set_id: str, tag: str, vr: str, value: Any) -> None:
+        """Change one attribute of an image set's stored metadata, as another client's UpdateImageSetMetadata
+        would: a new version holds it (GetImageSetMetadata and the conflict rule of later imports see it)."""
+        healthimaging = self.server.healthimaging
+        with healthimaging.lock:
+            image_set = healthimaging.state.image_sets[image_set_id]
+            image_set.metadata = {
+                **image_set.metadata,
+                tag: {"vr": vr, "Value": [value]},
+            }
+            image_set.version += 1
+            image_set.updated_at = time.time()
+            if image_set.history:
+                image_set.record_version(image_set.updated_at)
+
     def _client(self, service: str, **config: Any) -> Any:
         options: dict[str, Any] = {
             "inject_host_prefix": False,

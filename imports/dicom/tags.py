@@ -28,6 +28,11 @@ def tag_label(tag: int) -> str:
     return f"{keyword} {pair}" if keyword else pair
 
 
+def tag_keyword(tag: int) -> str:
+    """'SeriesDescription' for 0x0008103E; "" for a tag the dictionary does not name."""
+    return str(keyword_for_tag(tag) or "")
+
+
 def dictionary_vr(tag: int) -> str | None:
     """The data dictionary's VR for a tag ("US or SS" for some), or None for private and unknown tags."""
     if (tag >> 16) % 2:

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from imports.audit.records import Actor, audit_record
 from imports.aws import client as aws
-from imports.drafts.prediction import Prediction, draft_predict
+from imports.drafts.prediction import Prediction, draft_predict, prediction_for_job
 from imports.drafts.services import (
     DraftConflict,
     DraftRefused,
@@ -122,6 +122,12 @@ def draft_confirm(
             request=request,
             idempotency_key=idempotency_key,
             import_again=import_again,
+            prediction=prediction_for_job(
+                predicted,
+                accepted_non_primary=accepted_non_primary
+                if predicted.non_primary
+                else None,
+            ),
         )
         audit_record(
             actor=actor,

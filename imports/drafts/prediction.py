@@ -250,6 +250,32 @@ class Prediction:
         return next((s.reason for s in self.series if s.outcome is None), "")
 
 
+def prediction_for_job(
+    result: Prediction, *, accepted_non_primary: bool | None = None
+) -> dict[str, Any]:
+    """The prediction as an import job stores it (ImportJob.prediction): counts, the first reason, and one
+    entry a series, so imports.jobs.verification can compare it with what happened."""
+    return {
+        "new": result.new,
+        "adds_to": result.adds_to,
+        "non_primary": result.non_primary,
+        "not_predicted": result.unpredicted,
+        "reason": result.reason,
+        "accepted_non_primary": accepted_non_primary,
+        "series": [
+            {
+                "study_instance_uid": s.study_instance_uid,
+                "series_instance_uid": s.series_instance_uid,
+                "outcome": s.outcome,
+                "image_set_id": s.image_set_id,
+                "image_set_version": s.image_set_version,
+                "differs": s.differs,
+            }
+            for s in result.series
+        ],
+    }
+
+
 def draft_predict(*, draft: ImportDraft) -> Prediction:
     """The prediction of a draft, against its scan and datastore; cached under its content hash."""
     if draft.scan is None:

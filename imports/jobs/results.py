@@ -30,6 +30,7 @@ from django.utils import timezone
 from imports.audit.records import audit_record
 from imports.aws import client as aws
 from imports.enqueue import JOB_NOTIFY, enqueue_task
+from imports.jobs import verification
 from imports.models import AuditEvent, ImportJob, ImportJobResult
 from imports.storable_text import text_storable
 from imports.validators import split_s3_uri
@@ -169,6 +170,8 @@ def job_ingest_results(*, job_id: int) -> float | None:
         details={"to": job.status_code, "results": counts},
     )
     enqueue_task(JOB_NOTIFY, job.pk)
+    # Did the overrides land, and did the prediction come true? Never part of the job's own outcome.
+    verification.job_verification_queue(job_id=job.pk)
     return None
 
 
@@ -206,6 +209,8 @@ def _ingestion_problem(job: ImportJob, note: str) -> float | None:
         results_reader="",
         results_resume=[],
         results_error=note,
+        verification=ImportJob.Verification.NOT_VERIFIED,
+        verification_detail={"reason": f"the job's results could not be read ({note})"},
         **_counts(job),
     )
     job.results_error = note

@@ -56,13 +56,15 @@ def job_create(
     request: dict[str, Any],
     idempotency_key: str,
     import_again: bool = False,
+    prediction: dict[str, Any] | None = None,
 ) -> ImportJob:
     """Store a confirmed job (PENDING) with its exact request and a fresh clientToken; submit on commit.
 
     A second call with the same `idempotency_key` (a double POST) returns the first call's job.
     Raises InvalidJobRequest if the request's shape is wrong, and SameRequest if a job of the last
     JOBS_DUPLICATE_WINDOW_DAYS made this same request and `import_again` is not given; nothing is stored then.
-    With `import_again`, the audit event names the earlier job.
+    With `import_again`, the audit event names the earlier job. `prediction` is what the submission
+    predicted (imports.drafts.prediction.prediction_for_job), kept with the job for its verification.
     """
     existing = ImportJob.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
@@ -91,6 +93,7 @@ def job_create(
                 input_s3_uri=request["inputS3Uri"],
                 input_bucket=split_s3_uri(request["inputS3Uri"])[0],
                 mapping_count=mapping_count,
+                prediction=prediction or {},
             )
             # No UIDs in the audit trail's details: mappings name studies (PHI-adjacent).
             audit_record(
@@ -111,6 +114,11 @@ def job_create(
                     "input_s3_uri": job.input_s3_uri,
                     "output_s3_uri": request["outputS3Uri"],
                     "mappings": mapping_count,
+                    **(
+                        {"prediction": _prediction_counts(prediction)}
+                        if prediction
+                        else {}
+                    ),
                     **({"import_again_of": earlier.pk} if earlier else {}),
                 },
             )
@@ -120,6 +128,14 @@ def job_create(
         # The same key won a race with us: that job is the one.
         job = ImportJob.objects.get(idempotency_key=idempotency_key)
     return job
+
+
+def _prediction_counts(prediction: dict[str, Any]) -> dict[str, Any]:
+    # Counts only: the series entries name studies (PHI-adjacent), which the trail never holds.
+    return {
+        name: prediction.get(name)
+        for name in ("new", "adds_to", "non_primary", "not_predicted")
+    }
 
 
 # --- Submitting -----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from django.utils import timezone
 from imports.audit.records import audit_record
 from imports.aws import client as aws
 from imports.enqueue import JOB_INGEST_RESULTS, enqueue_task
-from imports.jobs import leases
+from imports.jobs import leases, verification
 from imports.jobs.submit import job_status_audit, jobs_release_queued
 from imports.models import AuditEvent, Datastore, ImportJob
 
@@ -105,6 +105,7 @@ def _poll_due() -> int:
         failures_in_a_row = 0
         job_apply_aws_status(job, info)
     _requeue_lost_ingestions(now)
+    verification.jobs_verification_requeue()
     return calls
 
 

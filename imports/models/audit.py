@@ -69,6 +69,8 @@ class AuditEvent(models.Model):
         JOB_DISCOVERED = "job.discovered", "External import job found"
         JOB_DRAFTED = "job.drafted", "Draft made from an import job"
         JOB_ADOPTED = "job.adopted", "External import job adopted by its dashboard job"
+        JOB_VERIFIED = "job.verified", "Import job verified"
+        RECORD_WRITTEN = "job.record_written", "Signed import record written"
         METADATA_WRITTEN = "metadata.written", "Metadata file written"
         EXPORTED = "data.exported", "Data exported"
 

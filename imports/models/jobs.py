@@ -39,6 +39,15 @@ class ImportJob(models.Model):
         "FAILED": Status.FAILED,
     }
 
+    class Verification(models.TextChoices):
+        # Not due: the job has not ended, or it ended without results to verify.
+        NONE = "none", "Not due"
+        PENDING = "pending", "Waiting to be verified"
+        RUNNING = "running", "Being verified"
+        VERIFIED = "verified", "Verified"
+        MISMATCHES = "mismatches", "Mismatches found"
+        NOT_VERIFIED = "not_verified", "Not verified yet"
+
     class Results(models.TextChoices):
         NONE = "none", "Not yet"
         PENDING = "pending", "Waiting to be read"
@@ -123,6 +132,22 @@ class ImportJob(models.Model):
     invalid_line_count = models.PositiveIntegerField(default=0)
     non_primary_count = models.PositiveIntegerField(default=0)
     notified_at = models.DateTimeField(null=True, blank=True)
+    # What the submission predicted (imports.drafts.prediction.prediction_for_job): counts and one entry a
+    # series with its outcome, image set and version; {} when nothing was predicted (an external job).
+    prediction = models.JSONField(default=dict, blank=True)
+    # Whether what happened (isPrimary, version) matched the prediction; None until verified or unpredicted.
+    prediction_confirmed = models.BooleanField(null=True, blank=True)
+    # After the results are read (imports.jobs.verification): did every override reach the stored metadata?
+    verification = models.CharField(
+        max_length=16, choices=Verification.choices, default=Verification.NONE
+    )
+    # Counts, mismatches file by file, wrong predictions, the reason when not verified, and progress so far.
+    verification_detail = models.JSONField(default=dict, blank=True)
+    verification_lease_until = models.DateTimeField(null=True, blank=True)
+    verification_started_at = models.DateTimeField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    # The signed import record (imports.jobs.record), written once the job is verified; {} before.
+    record = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

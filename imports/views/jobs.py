@@ -21,6 +21,7 @@ from imports.audit import records as audit
 from imports.drafts import from_job
 from imports.forms import JobFilterForm, JobResultFilterForm
 from imports.jobs import submit as jobs
+from imports.jobs import verification
 from imports.jobs.image_sets import job_image_sets_page
 from imports.models import AuditEvent, ImportDraft, ImportJob, ImportJobResult
 from imports.views.common import (
@@ -199,7 +200,87 @@ def job_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     )
     if job.results == ImportJob.Results.DONE:
         context.update(_results_context(request, job))
+    context.update(_verification_context(request, job))
     return render(request, "imports/job_detail.html", context)
+
+
+def _verification_context(request: HttpRequest, job: ImportJob) -> dict[str, Any]:
+    """The verification card: its sentence, the mismatches file by file, the wrong predictions.
+
+    Expected and stored values are patient data (names, IDs, descriptions): shown only to those who may reveal
+    patient details; others see the attribute, its level and the file, with the values hidden.
+    """
+    reveal = request.user.has_perm("imports.reveal_phi")
+    return {
+        "key_mask": key_mask(request, job.input_s3_uri),
+        "verification_sentence": verification.verification_sentence(job),
+        "verification_pending": verification.verification_pending(job),
+        "mismatch_groups": verification.mismatches_by_file(job),
+        "wrong_predictions": (job.verification_detail or {}).get(
+            "wrong_predictions", []
+        ),
+        "reveal_values": reveal,
+        "can_verify": request.user.has_perm("imports.import_to_datastore")
+        and job.results == ImportJob.Results.DONE,
+        "can_download_record": reveal and bool(job.record),
+    }
+
+
+@require_GET
+def job_verification(request: HttpRequest, pk: int) -> HttpResponse:
+    """The polled verification card; 286 (stop polling) once the verification is no longer pending."""
+    job = get_job_for_user(request, pk)
+    response = render(
+        request,
+        "imports/job_detail.html#verification",
+        {"job": job, **_verification_context(request, job)},
+    )
+    if not verification.verification_pending(job):
+        response.status_code = HTMX_STOP_POLLING
+    return response
+
+
+@require_POST
+@permission_required("imports.import_to_datastore")
+def job_verify_again(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_job_for_user(request, pk)
+    if verification.job_verify_again(job=job, actor=request.user):
+        messages.success(
+            request, "The verification runs again: this page shows it when it is done."
+        )
+    elif job.results != ImportJob.Results.DONE:
+        messages.warning(
+            request,
+            "There is nothing to verify yet: the job's results have not been read.",
+        )
+    else:
+        messages.warning(request, "The verification is running already.")
+    return redirect("imports:job_detail", pk=job.pk)
+
+
+@require_GET
+@permission_required("imports.reveal_phi")
+def job_record_download(request: HttpRequest, pk: int) -> HttpResponse:
+    """The signed import record, as written (it holds patient values, so only for those who may reveal them)."""
+    job = get_job_for_user(request, pk)
+    if not job.record:
+        raise Http404(
+            "This job has no signed import record yet: it is written once the job is verified."
+        )
+    audit.export_record(
+        actor=request.user,
+        what=f"the signed import record of job {job.pk}",
+        export_format="json",
+        target=job,
+    )
+    response = HttpResponse(
+        json.dumps(job.record, indent=2, ensure_ascii=False),
+        content_type="application/json; charset=utf-8",
+    )
+    response["Content-Disposition"] = (
+        f'attachment; filename="import-record-{job.pk}.json"'
+    )
+    return response
 
 
 @require_GET

@@ -86,6 +86,13 @@ def test_an_operator_watches_a_confirmed_job_change_status_without_a_reload(
         assert "DICOM attribute TransferSyntaxUID does not exist" in page.inner_text(
             "#job-results"
         )
+        # The verification card, polled on its own, says so once the worker has read the image set's metadata.
+        page.wait_for_function(
+            "() => document.querySelector('#verification-sentence')?.innerText"
+            ".startsWith('Overrides verified: 0 of 0 attributes in 1 image set')",
+            timeout=60_000,
+        )
+        assert page.evaluate("window.stillTheSamePage") is True
         assert page.console_errors == []
         screenshot(page, "job")
     finally:

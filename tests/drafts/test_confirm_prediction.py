@@ -133,6 +133,17 @@ def test_confirming_a_fork_needs_the_acceptance_and_nothing_is_created_without_i
         "not_predicted": 0,
     }
     assert event.details["accepted_non_primary"] is True
+    # The job keeps the prediction, series by series, for its verification (imports.jobs.verification).
+    job = ImportJob.objects.get()
+    assert (job.prediction["non_primary"], job.prediction["accepted_non_primary"]) == (
+        1,
+        True,
+    )
+    assert sorted(s["outcome"] for s in job.prediction["series"]) == [
+        "new",
+        "new",
+        "non_primary",
+    ]
 
 
 def test_without_a_fork_there_is_nothing_to_accept(

@@ -378,6 +378,55 @@ def test_status_wait_blocks_until_the_job_has_ended(datastore: Datastore) -> Non
     assert exit_.value.code == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_status_wait_returns_once_the_verification_is_no_longer_pending(
+    datastore: Datastore,
+) -> None:
+    job = make_job(datastore, key="k")
+    ImportJob.objects.filter(pk=job.pk).update(
+        status=ImportJob.Status.COMPLETED,
+        results=ImportJob.Results.DONE,
+        verification=ImportJob.Verification.PENDING,
+    )
+
+    def verify_it() -> None:
+        ImportJob.objects.filter(pk=job.pk).update(
+            verification=ImportJob.Verification.VERIFIED,
+            verification_detail={
+                "image_sets": 2,
+                "attributes_checked": 5,
+                "mismatches": [],
+            },
+        )
+
+    timer = threading.Timer(0.5, verify_it)
+    timer.start()
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as exit_:
+        call_command(
+            "import_job", "status", str(job.pk), "--wait", "--json", "--interval", "0.05",
+            stdout=out,
+        )  # fmt: skip
+    timer.join()
+    status = json.loads(out.getvalue())
+    assert status["verification"] == {
+        "state": "verified",
+        "image_sets": 2,
+        "attributes_checked": 5,
+        "mismatches": 0,
+    }
+    assert status["prediction"] == {
+        "new": 0,
+        "adds_to": 0,
+        "non_primary": 0,
+        "confirmed": None,
+    }
+    assert exit_.value.code == 0
+    assert "Overrides verified: 5 of 5 attributes in 2 image sets" in _run(
+        "status", str(job.pk)
+    )
+
+
 def test_status_of_an_unknown_job_exits_1(db: None) -> None:
     with pytest.raises(CommandError) as caught:
         _run("status", "999999")

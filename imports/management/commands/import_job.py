@@ -5,7 +5,7 @@ from a shell.
     import_job corrections --datastore NAME [--input s3://…] --sheet FILE [--json]
     import_job submit --datastore NAME [--input s3://…] [--output s3://…] [--name N] [--mappings FILE.csv]
                       [--accept-warnings] [--allow-duplicate] [--user NAME]
-    import_job status ID [--wait] [--json]
+    import_job status ID [--wait] [--json]      (--wait: until ended, results read, verification done)
     import_job list [--json]
 
 `validate` prints each problem (with --json, one JSON object a line: severity, row, field, code, message) and exits
@@ -42,6 +42,7 @@ from imports.drafts import prediction
 from imports.jobs import derived as duplicates
 from imports.jobs import request as jobrequest
 from imports.jobs import submit as jobs
+from imports.jobs import verification
 from imports.management.import_job_shared import (
     _actor,
     _current_scan,
@@ -55,7 +56,7 @@ from imports.management.import_job_shared import (
 )
 from imports.mappings.csvfile import CSV_COLUMNS
 from imports.mappings.rules import Mapping, Problem, mappings_validate
-from imports.models import Datastore, ImportJob
+from imports.models import Datastore, ImportJob, Scan
 from imports.scanning.lookup import prefix_index
 
 # Without a mappings file, `submit` sends a plain import: these set-level checks do not apply.
@@ -167,8 +168,8 @@ class Command(BaseCommand):
         status.add_argument(
             "--wait",
             action="store_true",
-            help="block until the job has ended and its results are read; exit 0 only if it "
-            "completed with no failed file, else 1",
+            help="block until the job has ended, its results are read and its verification is no "
+            "longer pending; exit 0 only if it completed with no failed file, else 1",
         )
         status.add_argument("--json", action="store_true", help="one JSON object")
         status.add_argument(
@@ -220,9 +221,8 @@ class Command(BaseCommand):
         uri = _input_uri(datastore, options.get("input"))
         given = options.get("mappings") is not None
         mappings = _read_mappings(options["mappings"]) if given else []
-        problems = _option_problems(options) + self._check(
-            datastore, uri, mappings, actor=actor
-        )
+        checked, scan = self._check(datastore, uri, mappings, actor=actor)
+        problems = _option_problems(options) + checked
         if not given:
             problems = [p for p in problems if p.code not in PLAIN_IMPORT_CODES]
         _print_problems(self, problems, as_json=False, summary=False)
@@ -247,6 +247,21 @@ class Command(BaseCommand):
             job_name=options.get("name") or "",
             mappings=mappings,
         )
+        # As the confirmation page does: what the import will do to each series, kept with the job so that its
+        # verification can say whether it came true. It never refuses (a CLI user accepts by submitting).
+        assert scan is not None  # the mappings were read, so the prefix was scanned
+        predicted = prediction.series_predict(
+            scan=scan, datastore=datastore, mappings=mappings
+        )
+        for line in prediction.prediction_table(
+            predicted, datastore_name=datastore.name
+        )[:1]:
+            self.stdout.write(line)
+        if predicted.non_primary:
+            self.stderr.write(
+                f"Warning: {predicted.non_primary} series would make non-primary image sets; "
+                "import_job validate --predict names the differing attributes."
+            )
         key = options["idempotency_key"] or f"cli-{uuid.uuid4()}"
         # A key used before answers with its own job (job_create), which is no duplicate of itself.
         repeated = ImportJob.objects.filter(idempotency_key=key).exists()
@@ -270,6 +285,7 @@ class Command(BaseCommand):
                 request=request,
                 idempotency_key=key,
                 import_again=options["allow_duplicate"],
+                prediction=prediction.prediction_for_job(predicted),
             )
         except duplicates.SameRequest as same:
             # Another submission of this request landed in between.
@@ -290,14 +306,14 @@ class Command(BaseCommand):
         mappings: list[Mapping] | Problem,
         *,
         actor: AbstractBaseUser,
-    ) -> list[Problem]:
-        """The composer's validation of these mappings against the prefix (scanned first if needed)."""
+    ) -> tuple[list[Problem], Scan | None]:
+        """The composer's validation of these mappings against the prefix (scanned first if needed), and the scan."""
         if isinstance(mappings, Problem):
-            return [mappings]
+            return [mappings], None
         scan = _current_scan(datastore, uri, self.stderr, actor=actor)
         return mappings_validate(
             mappings=mappings, index=prefix_index(scan=scan, datastore=datastore)
-        )
+        ), scan
 
     # --- corrections ------------------------------------------------------------------------
 
@@ -347,7 +363,8 @@ class Command(BaseCommand):
         )
         if job is None:
             raise CommandError(f"There is no import job {options['id']}.", returncode=1)
-        while options["wait"] and job.is_live:
+        # --wait returns once the job has ended, its results are read and its verification is no longer pending.
+        while options["wait"] and verification.verification_pending(job):
             time.sleep(options["interval"])
             job.refresh_from_db()
         self._print_status(job, as_json=options["json"])
@@ -371,6 +388,18 @@ class Command(BaseCommand):
             )
             if job.non_primary_count:
                 self.stdout.write(f"  non-primary image sets  {job.non_primary_count}")
+        if job.prediction:
+            predicted = summary["prediction"]
+            confirmed = {
+                True: "confirmed",
+                False: "NOT confirmed",
+                None: "not compared yet",
+            }
+            self.stdout.write(
+                f"  prediction  {predicted['new']} new, {predicted['adds_to']} added to, "
+                f"{predicted['non_primary']} non-primary: {confirmed[predicted['confirmed']]}"
+            )
+        self.stdout.write(f"  {verification.verification_sentence(job)}")
         for text in (job.error_message, job.message, job.results_error):
             if text:
                 self.stdout.write(f"  {text}")
@@ -436,4 +465,6 @@ def job_summary(job: ImportJob) -> dict[str, Any]:
         "error_code": job.error_code or None,
         "error_message": job.error_message or None,
         "message": job.message or None,
+        "prediction": verification.prediction_summary(job),
+        "verification": verification.verification_summary(job),
     }
