@@ -368,6 +368,8 @@ CELERY_TASK_ROUTES = {
     "imports.job_ingest_results": {"queue": "poll"},
     "imports.jobs_sync_external": {"queue": "poll"},
     "imports.job_notify": {"queue": "poll"},
+    # A campaign's staging copies read and write S3, as scans do.
+    "imports.campaign_stage": {"queue": "scan"},
 }
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "recover-stalled-scans": {
@@ -376,6 +378,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
     # The one AWS poller: browsers only read the database.
     "poll-import-jobs": {"task": "imports.jobs_poll", "schedule": 2.0},
+    # Campaigns: hand the next jobs to submission, account for the ended ones (imports.campaigns.accounting).
+    "advance-campaigns": {"task": "imports.campaigns_advance", "schedule": 10.0},
     "requeue-pending-import-jobs": {
         "task": "imports.jobs_requeue_pending",
         "schedule": 30.0,
@@ -456,6 +460,10 @@ JOBS_SUBMIT_BACKOFF_CAP_S = env.float("JOBS_SUBMIT_BACKOFF_CAP_S", default=60.0)
 JOBS_SUBMIT_LEASE_S = env.int("JOBS_SUBMIT_LEASE_S", default=120)
 # A job PENDING this long (broker down at confirm, message lost) is enqueued again by beat.
 JOBS_PENDING_REQUEUE_S = env.int("JOBS_PENDING_REQUEUE_S", default=60)
+# Campaigns (imports.campaigns): seconds before a staging copy that met a transient S3 error is tried again, and
+# the days staged copies are expected to stay before clean-up (the plan's storage cost in GB-days).
+CAMPAIGN_STAGE_RETRY_S = env.float("CAMPAIGN_STAGE_RETRY_S", default=10.0)
+CAMPAIGN_STAGING_DAYS = env.float("CAMPAIGN_STAGING_DAYS", default=7.0)
 JOBS_REQUEUE_BATCH = env.int("JOBS_REQUEUE_BATCH", default=100)
 # Polling: GetDICOMImportJob calls per beat run (every 2 s: at most 10/s, well under AWS's 25/s).
 JOBS_POLL_BUDGET = env.int("JOBS_POLL_BUDGET", default=20)

@@ -30,7 +30,17 @@ JOB_SUBMIT = "imports.job_submit"
 JOB_INGEST_RESULTS = "imports.job_ingest_results"
 JOB_NOTIFY = "imports.job_notify"
 JOB_VERIFY = "imports.job_verify"
-TASK_NAMES = (SCAN_PREFIX, JOB_SUBMIT, JOB_INGEST_RESULTS, JOB_NOTIFY, JOB_VERIFY)
+CAMPAIGN_STAGE = "imports.campaign_stage"
+CAMPAIGN_ADVANCE = "imports.campaign_advance"
+TASK_NAMES = (
+    SCAN_PREFIX,
+    JOB_SUBMIT,
+    JOB_INGEST_RESULTS,
+    JOB_NOTIFY,
+    JOB_VERIFY,
+    CAMPAIGN_STAGE,
+    CAMPAIGN_ADVANCE,
+)
 
 
 def enqueue_task(task_name: str, row_id: int) -> None:

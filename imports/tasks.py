@@ -6,6 +6,8 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from imports.campaigns import accounting as campaigns
+from imports.campaigns import staging as campaignstaging
 from imports.jobs import results as jobresults
 from imports.jobs import submit as jobs
 from imports.jobs import tracking as jobtracking
@@ -117,6 +119,43 @@ def jobs_sync_external() -> None:
 )
 def job_notify(job_id: int) -> None:
     jobtracking.job_notify(job_id=job_id)
+
+
+# --- Campaigns ------------------------------------------------------------------------------
+
+
+@shared_task(
+    name="imports.campaign_stage",
+    bind=True,
+    acks_late=True,
+    max_retries=30,
+    soft_time_limit=60 * 60,
+    time_limit=60 * 60 + 60,
+)
+def campaign_stage(self: Task[Any, Any], campaign_job_id: int) -> None:
+    # Only a STAGING job is staged, copy by copy, each marked when verified: a redelivery repeats no copy.
+    retry_in = campaignstaging.campaign_job_stage(campaign_job_id=campaign_job_id)
+    if retry_in is not None:
+        raise self.retry(countdown=retry_in)
+
+
+@shared_task(
+    name="imports.campaign_advance", acks_late=True, soft_time_limit=300, time_limit=330
+)
+def campaign_advance(campaign_id: int) -> None:
+    # Each job is handed over by a conditional UPDATE and an idempotency key: a duplicate message hands none twice.
+    campaigns.campaign_advance(campaign_id=campaign_id)
+
+
+@shared_task(
+    name="imports.campaigns_advance",
+    ignore_result=True,
+    soft_time_limit=300,
+    time_limit=330,
+    expires=30,
+)
+def campaigns_advance() -> None:
+    campaigns.campaigns_advance()
 
 
 @shared_task(name="imports.beat_heartbeat", ignore_result=True, expires=60)

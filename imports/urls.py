@@ -5,6 +5,7 @@ from django.urls import path
 from imports.views import (
     audit,
     browse,
+    campaigns,
     dashboard,
     drafts,
     editor,
@@ -35,6 +36,21 @@ urlpatterns = [
     path("scans/<int:pk>/reveal/", scans.scan_reveal, name="scan_reveal"),
     path("scans/<int:pk>/objects.csv", scans.scan_export, name="scan_export"),
     path("scans/<int:pk>/new-import/", drafts.draft_from_scan, name="draft_from_scan"),
+    # /campaigns/
+    path("campaigns/", campaigns.campaign_list, name="campaign_list"),
+    path("campaigns/<int:pk>/", campaigns.campaign_detail, name="campaign_detail"),
+    path(
+        "campaigns/<int:pk>/progress/",
+        campaigns.campaign_progress,
+        name="campaign_progress",
+    ),
+    path("campaigns/<int:pk>/pause/", campaigns.campaign_pause, name="campaign_pause"),
+    path(
+        "campaigns/<int:pk>/resume/", campaigns.campaign_resume, name="campaign_resume"
+    ),
+    path(
+        "campaigns/<int:pk>/cancel/", campaigns.campaign_cancel, name="campaign_cancel"
+    ),
     # /drafts/
     path("drafts/", drafts.draft_list, name="draft_list"),
     path("drafts/new/", drafts.draft_new, name="draft_new"),

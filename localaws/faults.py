@@ -29,6 +29,7 @@ S3_ERRORS = {
     "SlowDown": (503, "Please reduce your request rate."),
     "ServiceUnavailable": (503, "Service is unable to handle request."),
     "InternalError": (500, "We encountered an internal error. Please try again."),
+    "PreconditionFailed": (412, "At least one of the pre-conditions you specified did not hold"),
     "RequestTimeout": (400, "Your socket connection to the server was not read from or written to within the timeout period."),
 }  # fmt: skip
 CALL_LOG_LIMIT = 10_000

@@ -118,6 +118,14 @@ def object_size(bucket: str, key: str) -> int | None:
     return int(found.size) if found is not None and hasattr(found, "size") else None
 
 
+def object_etag(bucket: str, key: str) -> str | None:
+    """The object's ETag without quotes, or None when it is missing."""
+    found = _bucket(bucket).keys.get(key) if bucket_exists(bucket) else None
+    if found is None or not hasattr(found, "etag"):
+        return None
+    return str(found.etag).strip('"')
+
+
 def read_capped(bucket: str, key: str, limit: int) -> bytes | None:
     """The object's bytes, or None when it is missing; raises ValueError when it is larger than limit."""
     size = object_size(bucket, key)

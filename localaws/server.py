@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -132,6 +132,20 @@ class Router:
             ]
             start_response(f"{status} Error", response_headers)
             return [] if method == "HEAD" else [body]
+        if operation == "CopyObject":
+            refused = _copy_precondition(headers)
+            if refused is not None:
+                status, body = s3_error_body("PreconditionFailed", None)
+                local.calls.record("s3", operation, status, error="PreconditionFailed")
+                _drain(environ)
+                start_response(
+                    f"{status} Precondition Failed",
+                    [
+                        ("Content-Type", "application/xml"),
+                        ("Content-Length", str(len(body))),
+                    ],
+                )
+                return [body]
         if operation == "GetObject" and local.fast_get:
             answer = s3fast.get_object(environ)
             if answer is not None:
@@ -152,6 +166,22 @@ class Router:
         if method in S3_MUTATING and status < 300:
             local.mark_dirty()
         return result  # type: ignore[no-any-return]
+
+
+def _copy_precondition(headers: dict[str, str]) -> str | None:
+    """S3's x-amz-copy-source-if-match, which moto ignores: the source's ETag when it does not match."""
+    wanted = headers.get("x-amz-copy-source-if-match")
+    source = headers.get("x-amz-copy-source")
+    if not wanted or not source:
+        return None
+    bucket, _, key = unquote(source.split("?", 1)[0]).lstrip("/").partition("/")
+    try:
+        etag = s3store.object_etag(bucket, key)
+    except s3store.NoSuchBucket:
+        return None  # moto answers NoSuchBucket itself
+    if etag is None or etag == wanted.strip('"'):
+        return None
+    return etag
 
 
 def _drain(environ: WSGIEnviron) -> None:

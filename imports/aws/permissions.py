@@ -22,10 +22,15 @@ S3_CALLS = {
     "GetObject": "object",  # headers (ranged, presigned too), JSON files, job results, checkpoints
     "PutObject": "object",  # files written in the editor, the Check-connection marker, checkpoints
     "DeleteObject": "object",  # the Check-connection marker
+    "CopyObject": "object",  # a campaign's staging copies (imports.aws.copies)
 }
 
 # The IAM action of an operation, where it is not the operation's own name.
-IAM_ACTION = {("s3", "ListObjectsV2"): "s3:ListBucket"}
+# CopyObject is authorised as s3:GetObject on the source and s3:PutObject on the copy, both listed already.
+IAM_ACTION = {
+    ("s3", "ListObjectsV2"): "s3:ListBucket",
+    ("s3", "CopyObject"): "s3:PutObject",
+}
 
 
 def iam_action(service: str, operation: str) -> str:

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from imports.models.audit import AppendOnlyError, AuditEvent, AuditEventQuerySet
+from imports.models.campaigns import (
+    Campaign,
+    CampaignCopy,
+    CampaignJob,
+    CampaignObject,
+    CampaignSource,
+)
 from imports.models.datastores import (
     DEFAULT_CONCURRENT_JOBS,
     DEFAULT_FILES_PER_JOB,
@@ -31,6 +38,11 @@ __all__ = [
     "AppendOnlyError",
     "AuditEvent",
     "AuditEventQuerySet",
+    "Campaign",
+    "CampaignCopy",
+    "CampaignJob",
+    "CampaignObject",
+    "CampaignSource",
     "Datastore",
     "Heartbeat",
     "TaskLease",

@@ -120,11 +120,9 @@ def app_policy(
     chosen = _datastores_or_refuse(datastores)
     places = [_place(d) for d in chosen]
     partition = places[0].partition
-    object_actions = [
-        iam_action("s3", op)
-        for op, scope in sorted(S3_CALLS.items())
-        if scope == "object"
-    ]
+    object_actions = sorted(
+        {iam_action("s3", op) for op, scope in S3_CALLS.items() if scope == "object"}
+    )
     uris = sorted(
         {uri for d in chosen for uri in (d.input_s3_uri, d.output_s3_uri) if uri}
         | set(inputs)

@@ -19,7 +19,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from imports.drafts import services as drafts
-from imports.models import AuditEvent, ImportDraft, ImportJob, Scan
+from imports.models import AuditEvent, Campaign, ImportDraft, ImportJob, Scan
 from imports.roles import ADMINISTRATOR, OPERATOR, VIEWER
 from tests.builders import make_datastore, make_job, scan_prefix, seed_prefix
 from tests.conftest import _user
@@ -82,6 +82,12 @@ EXPECTED: dict[str, tuple[Rule, Rule]] = {
     "imports:job_results_download": (VIEWER, None),
     "imports:job_retry_failed": (None, OPERATOR),
     "imports:job_clone": (None, OPERATOR),
+    "imports:campaign_list": (VIEWER, None),
+    "imports:campaign_detail": (VIEWER, None),
+    "imports:campaign_progress": (VIEWER, None),
+    "imports:campaign_pause": (None, OPERATOR),
+    "imports:campaign_resume": (None, OPERATOR),
+    "imports:campaign_cancel": (None, OPERATOR),
     "imports:audit_list": (VIEWER, None),
     "imports:audit_export": (VIEWER, None),
     "imports:audit_export_jsonl": (VIEWER, None),
@@ -190,10 +196,14 @@ def world(localaws: object, db: None) -> dict[str, object]:
         request=drafts.draft_request(draft=draft),
         key="role-matrix",
     )
+    campaign = Campaign.objects.create(
+        datastore=datastore, max_files=5000, max_bytes=10**10, max_folders=10_000
+    )
     return {
         "scan": scan,
         "draft": draft,
         "job": job,
+        "campaign": campaign,
         "datastore": datastore,
         "users": users,
     }
@@ -212,6 +222,8 @@ def _url(route: Route, world: dict[str, object]) -> str:
                 if route.route.startswith("drafts/")
                 else job.pk
                 if route.route.startswith("jobs/")
+                else world["campaign"].pk  # type: ignore[attr-defined]
+                if route.route.startswith("campaigns/")
                 else scan.pk
             )
         elif param == "fmt":
