@@ -82,6 +82,10 @@ EXPECTED: dict[str, tuple[Rule, Rule]] = {
     "imports:job_results_download": (VIEWER, None),
     "imports:job_retry_failed": (None, OPERATOR),
     "imports:job_clone": (None, OPERATOR),
+    "imports:job_verification": (VIEWER, None),
+    "imports:job_verify_again": (None, OPERATOR),
+    # The signed record holds patient values: only those who may reveal them.
+    "imports:job_record": (OPERATOR, None),
     "imports:campaign_list": (VIEWER, None),
     "imports:campaign_detail": (VIEWER, None),
     "imports:campaign_progress": (VIEWER, None),
