@@ -485,6 +485,8 @@ JOBS_SYNC_MAX_PAGES = env.int("JOBS_SYNC_MAX_PAGES", default=20)
 # Verification after a job (imports/jobs/verification.py): GetImageSetMetadata answers "not consistent yet" or
 # throttles for a while after an import; it is asked again every RETRY_S for PATIENCE_S, then "not verified yet".
 JOBS_VERIFY_PATIENCE_S = env.int("JOBS_VERIFY_PATIENCE_S", default=300)
+# How many studies a prediction looks up in HealthImaging at once (imports/drafts/prediction.py says why 4).
+PREDICTION_CONCURRENCY = env.int("PREDICTION_CONCURRENCY", default=4)
 JOBS_VERIFY_RETRY_S = env.int("JOBS_VERIFY_RETRY_S", default=5)
 JOBS_VERIFY_LEASE_S = env.int("JOBS_VERIFY_LEASE_S", default=300)
 # The signed import record's HMAC-SHA256 key (imports/jobs/record.py). Unset, it is derived from SECRET_KEY, so

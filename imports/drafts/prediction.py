@@ -27,8 +27,11 @@ What AWS does not document, and the conservative choice made here (UNVERIFIED, a
   patient level, by keyword.
 
 AWS calls are budgeted: one SearchImageSets per study (every page) and one GetImageSetMetadata per primary image
-set that holds a series of the scan, each call tried `imports.aws.image_sets.ATTEMPTS` times. The answer of a
-study is cached for PREDICTION_CACHE_SECONDS under the draft's content hash. When AWS cannot answer (throttled
+set that holds a series of the scan, each call tried `imports.aws.image_sets.ATTEMPTS` times, studies looked up
+PREDICTION_CONCURRENCY (4) at a time. The throttling table the reference quotes gives no rate for
+SearchImageSets or GetImageSetMetadata (UNVERIFIED): four lookups in flight make some 40 to 80 calls a second at
+AWS's usual latency, a throttled call is retried by botocore, and past that the prediction stops and says why.
+The answer of a study is cached for PREDICTION_CACHE_SECONDS under the draft's content hash. When AWS cannot answer (throttled
 past the budget, access denied, metadata not consistent yet), the rest of the prediction stops and every series
 not predicted has outcome None and a plain reason: a prediction never blocks anything.
 """
@@ -37,14 +40,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from django.conf import settings
 from django.core.cache import cache
 
 from imports.aws import client as aws
 from imports.aws import image_sets
+from imports.drafts.prediction_rules import (
+    COMPARED,
+    KEYWORD_OF_TAG,
+    attributes_differ,
+    normalize,
+    series_in_document,
+    stored_attributes,
+)
 from imports.drafts.preview import (
     cached_original_attributes,
     file_attributes,
@@ -55,20 +69,6 @@ from imports.mappings.rules import Mapping as DraftMappingRow
 from imports.models import Datastore, ImportDraft, Scan, ScanSeries, ScanStudy
 
 Outcome = Literal["new", "adds_to", "non_primary"]
-# keyword -> (tag, VR), in the order a page lists them.
-COMPARED: dict[str, tuple[int, str]] = {
-    "PatientID": (0x00100020, "LO"),
-    "PatientName": (0x00100010, "PN"),
-    "PatientBirthDate": (0x00100030, "DA"),
-    "PatientSex": (0x00100040, "CS"),
-    "StudyDate": (0x00080020, "DA"),
-    "AccessionNumber": (0x00080050, "SH"),
-    "StudyID": (0x00200010, "SH"),
-    "StudyDescription": (0x00081030, "LO"),
-    "SeriesNumber": (0x00200011, "IS"),
-    "Modality": (0x00080060, "CS"),
-}
-_KEYWORD_OF_TAG = {tag: keyword for keyword, (tag, _) in COMPARED.items()}
 # ScanStudy / ScanSeries / ObjectHeader columns of the indexed keywords.
 STUDY_COLUMNS = {
     "PatientName": "patient_name",
@@ -79,97 +79,6 @@ STUDY_COLUMNS = {
 }
 SERIES_COLUMNS = {"Modality": "modality", "SeriesNumber": "series_number"}
 PREDICTION_CACHE_SECONDS = 10 * 60
-
-
-# ---- the comparison (pure) -------------------------------------------------------------------------------------
-
-
-def normalize(keyword: str, value: Any) -> str:
-    """A value as the comparison sees it: text, trailing spaces and NUL padding gone, person names canonical."""
-    if value is None:
-        return ""
-    if isinstance(value, dict):
-        # A DICOM JSON PN object.
-        groups = [
-            str(value.get(g, "")) for g in ("Alphabetic", "Ideographic", "Phonetic")
-        ]
-        value = "=".join(groups)
-    if isinstance(value, (list, tuple)):
-        return "\\".join(normalize(keyword, v) for v in value)
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = str(value).rstrip(" \0")
-    if COMPARED.get(keyword, (0, ""))[1] == "PN":
-        return _person_name(text)
-    if COMPARED.get(keyword, (0, ""))[1] == "IS":
-        try:
-            return str(int(text.strip()))
-        except ValueError:
-            return text.strip()
-    return text
-
-
-def _person_name(text: str) -> str:
-    groups = []
-    for group in text.split("="):
-        components = [c.strip(" \0") for c in group.split("^")]
-        while components and not components[-1]:
-            components.pop()
-        groups.append("^".join(components))
-    while groups and not groups[-1]:
-        groups.pop()
-    return "=".join(groups)
-
-
-def attributes_differ(
-    imported: Mapping[str, Any], stored: Mapping[str, Any]
-) -> list[str]:
-    """The keywords whose normalized values differ; keywords `imported` does not know are not compared."""
-    differing = []
-    for keyword in COMPARED:
-        if keyword not in imported:
-            continue
-        mine = normalize(keyword, imported[keyword])
-        theirs = normalize(keyword, stored.get(keyword))
-        if COMPARED[keyword][1] == "PN" and "=" not in theirs:
-            mine = mine.split("=")[0]
-        if mine != theirs:
-            differing.append(keyword)
-    return differing
-
-
-def stored_attributes(document: Mapping[str, Any], series_uid: str) -> dict[str, Any]:
-    """The COMPARED values of GetImageSetMetadata's document for one series: series, then study, then patient."""
-    levels: list[Any] = []
-    study = document.get("Study") or {}
-    series_map = (
-        (study.get("Series") if isinstance(study, dict) else None)
-        or document.get("Series")
-        or {}
-    )
-    series = series_map.get(series_uid) if isinstance(series_map, dict) else None
-    for level in (series, study, document.get("Patient")):
-        if isinstance(level, dict) and isinstance(level.get("DICOM"), dict):
-            levels.append(level["DICOM"])
-    found: dict[str, Any] = {}
-    for keyword in COMPARED:
-        for level in levels:
-            if keyword in level:
-                found[keyword] = level[keyword]
-                break
-    return found
-
-
-def series_in_document(document: Mapping[str, Any]) -> list[str]:
-    study = document.get("Study") or {}
-    series_map = (
-        (study.get("Series") if isinstance(study, dict) else None)
-        or document.get("Series")
-        or {}
-    )
-    return [str(uid) for uid in series_map] if isinstance(series_map, dict) else []
 
 
 # ---- the prediction --------------------------------------------------------------------------------------------
@@ -311,21 +220,34 @@ def series_predict(
 
     prediction = Prediction()
     failure = ""
-    studies = ScanStudy.objects.filter(scan=scan).prefetch_related(
-        "series__sample_header"
+    studies = list(ScanStudy.objects.filter(scan=scan).order_by("study_instance_uid"))
+    # One joined query for every series and its sample header: a prefetch would send their IDs back in one
+    # IN list, which SQLite refuses past about a thousand ("Expression tree is too large").
+    series_of: dict[int, list[ScanSeries]] = {study.pk: [] for study in studies}
+    for one in (
+        ScanSeries.objects.filter(study__scan=scan)
+        .select_related("sample_header")
+        .order_by("series_instance_uid")
+    ):
+        series_of[one.study_id].append(one)
+    lookups = _studies_image_sets(
+        datastore=datastore,
+        wanted={
+            study.study_instance_uid: {
+                s.series_instance_uid for s in series_of[study.pk]
+            }
+            for study in studies
+        },
+        cache_scope=cache_scope,
     )
-    for study in studies.order_by("study_instance_uid"):
-        series_list = sorted(study.series.all(), key=lambda s: s.series_instance_uid)
+    for study in studies:
+        series_list = series_of[study.pk]
         if not failure:
-            try:
-                known = _study_image_sets(
-                    datastore=datastore,
-                    study_uid=study.study_instance_uid,
-                    wanted={s.series_instance_uid for s in series_list},
-                    cache_scope=cache_scope,
-                )
-            except aws.AwsError as error:
-                failure = _reason(error)
+            answer = lookups.get(study.study_instance_uid)
+            if isinstance(answer, aws.AwsError):
+                failure = _reason(answer)
+            else:
+                known = answer or {}
         for series in series_list:
             if failure:
                 prediction.series.append(
@@ -387,12 +309,12 @@ def imported_attributes(
     if header is not None:
         read = cached_original_attributes(header)
         if read:
-            original.update({t: v for t, v in read.items() if t in _KEYWORD_OF_TAG})
+            original.update({t: v for t, v in read.items() if t in KEYWORD_OF_TAG})
     rows = merge_header(original, layers)
     return {
-        _KEYWORD_OF_TAG[row.tag]: row.imported
+        KEYWORD_OF_TAG[row.tag]: row.imported
         for row in rows
-        if row.tag in _KEYWORD_OF_TAG
+        if row.tag in KEYWORD_OF_TAG
     }
 
 
@@ -436,26 +358,87 @@ def _outcome(
     )
 
 
+def _studies_image_sets(
+    *,
+    datastore: Datastore,
+    wanted: dict[str, set[str]],
+    cache_scope: str | None,
+) -> dict[str, dict[str, _Stored] | aws.AwsError]:
+    """study UID -> its series' primary image sets, or the error that stopped its lookup; a study missing
+    from the answer was not looked up because an earlier one (in UID order) failed.
+
+    Studies are looked up PREDICTION_CONCURRENCY at a time: each lookup waits on HealthImaging, not on this
+    process. Only the AWS calls run in the pool; the cache (which may be the database) is read and written here.
+    """
+    answers: dict[str, dict[str, _Stored] | aws.AwsError] = {}
+    keys: dict[str, str] = {}
+    to_fetch: list[str] = []
+    for study_uid in sorted(wanted):
+        if cache_scope is None:
+            to_fetch.append(study_uid)
+            continue
+        digest = hashlib.sha256(
+            f"{datastore.region}/{datastore.datastore_id}/{cache_scope}/{study_uid}".encode()
+        ).hexdigest()
+        keys[study_uid] = f"prediction:{digest}"
+        cached = cache.get(keys[study_uid])
+        if cached is None:
+            to_fetch.append(study_uid)
+        else:
+            answers[study_uid] = {
+                uid: _Stored(v["image_set_id"], v["version"], v["attributes"])
+                for uid, v in json.loads(cached).items()
+            }
+    stop = threading.Event()
+
+    def fetch(study_uid: str) -> dict[str, _Stored] | aws.AwsError | None:
+        # After one study could not be answered (throttled past the budget, denied) the others are not asked:
+        # the prediction says why it stopped, and AWS is not pressed further.
+        if stop.is_set():
+            return None
+        try:
+            return _study_image_sets(
+                datastore=datastore, study_uid=study_uid, wanted=wanted[study_uid]
+            )
+        except aws.AwsError as error:
+            stop.set()
+            return error
+
+    workers = max(1, min(settings.PREDICTION_CONCURRENCY, len(to_fetch)))
+    if workers == 1:
+        fetched = [fetch(uid) for uid in to_fetch]
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="prediction") as pool:
+            fetched = list(pool.map(fetch, to_fetch))
+    for study_uid, answer in zip(to_fetch, fetched, strict=True):
+        if answer is None:
+            continue
+        answers[study_uid] = answer
+        if study_uid in keys and not isinstance(answer, aws.AwsError):
+            cache.set(
+                keys[study_uid],
+                json.dumps(
+                    {
+                        uid: {
+                            "image_set_id": s.image_set_id,
+                            "version": s.version,
+                            "attributes": s.attributes,
+                        }
+                        for uid, s in answer.items()
+                    }
+                ),
+                timeout=PREDICTION_CACHE_SECONDS,
+            )
+    return answers
+
+
 def _study_image_sets(
     *,
     datastore: Datastore,
     study_uid: str,
     wanted: set[str],
-    cache_scope: str | None,
 ) -> dict[str, _Stored]:
     """series UID -> the primary image set holding it, with its stored COMPARED values."""
-    key = None
-    if cache_scope is not None:
-        digest = hashlib.sha256(
-            f"{datastore.region}/{datastore.datastore_id}/{cache_scope}/{study_uid}".encode()
-        ).hexdigest()
-        key = f"prediction:{digest}"
-        cached = cache.get(key)
-        if cached is not None:
-            return {
-                uid: _Stored(v["image_set_id"], v["version"], v["attributes"])
-                for uid, v in json.loads(cached).items()
-            }
     summaries = image_sets.search_image_sets(
         region=datastore.region,
         datastore_id=datastore.datastore_id,
@@ -480,21 +463,6 @@ def _study_image_sets(
                     summary.version,
                     stored_attributes(document, uid),
                 )
-    if key is not None:
-        cache.set(
-            key,
-            json.dumps(
-                {
-                    uid: {
-                        "image_set_id": s.image_set_id,
-                        "version": s.version,
-                        "attributes": s.attributes,
-                    }
-                    for uid, s in found.items()
-                }
-            ),
-            timeout=PREDICTION_CACHE_SECONDS,
-        )
     return found
 
 

@@ -145,9 +145,64 @@ def test_a_studys_answer_is_cached_for_the_drafts_content(
     assert len(world.calls("medical-imaging", "SearchImageSets")) == 2
 
 
-def test_throttling_past_the_budget_leaves_the_series_unpredicted_with_the_reason(
-    draft: ImportDraft, world: LocalAWSHandle
+def test_studies_looked_up_at_once_predict_what_one_at_a_time_predicts(
+    draft: ImportDraft, world: LocalAWSHandle, store: Datastore, settings: Any
 ) -> None:
+    stored_before(world, store, A1={"PatientID": "PAT-OTHER"}, B1={})
+    assert draft.scan is not None
+    settings.PREDICTION_CONCURRENCY = 1
+    one_at_a_time = prediction.series_predict(
+        scan=draft.scan, datastore=store, mappings=[]
+    )
+    world.clear_calls()
+    settings.PREDICTION_CONCURRENCY = 4
+    at_once = prediction.series_predict(scan=draft.scan, datastore=store, mappings=[])
+    assert (
+        outcomes(at_once)
+        == outcomes(one_at_a_time)
+        == {
+            SERIES_A1: ("non_primary", ["PatientID"]),
+            SERIES_A2: ("new", []),
+            SERIES_B1: ("adds_to", []),
+        }
+    )
+    # Still one SearchImageSets a study, and one metadata read an image set holding a series.
+    assert len(world.calls("medical-imaging", "SearchImageSets")) == 2
+    assert len(world.calls("medical-imaging", "GetImageSetMetadata")) == 2
+    # The order of the page does not depend on which lookup answered first.
+    assert [s.series_instance_uid for s in at_once.series] == [
+        s.series_instance_uid for s in one_at_a_time.series
+    ]
+
+
+def test_a_study_that_fails_leaves_it_and_every_study_after_it_unpredicted(
+    draft: ImportDraft, world: LocalAWSHandle, store: Datastore, settings: Any
+) -> None:
+    """Whichever lookup in flight fails, the answer reads as one-at-a-time would: the studies before it (in UID
+    order) predicted, it and those after it not, all with its reason; and its failure is not cached."""
+    stored_before(world, store, A1={}, B1={})
+    settings.PREDICTION_CONCURRENCY = 4
+    world.add_fault(
+        service="medical-imaging",
+        operation="GetImageSetMetadata",
+        error="AccessDeniedException",
+        count=1,
+    )
+    result = prediction.draft_predict(draft=draft)
+    predicted = [s.outcome is not None for s in result.series]
+    assert result.unpredicted >= 1
+    assert predicted == sorted(
+        predicted, reverse=True
+    )  # a run of True, then only False
+    assert {s.reason for s in result.series if s.outcome is None} == {result.reason}
+    assert "medical-imaging:GetImageSetMetadata" in result.reason
+    assert prediction.draft_predict(draft=draft).unpredicted == 0
+
+
+def test_throttling_past_the_budget_leaves_the_series_unpredicted_with_the_reason(
+    draft: ImportDraft, world: LocalAWSHandle, settings: Any
+) -> None:
+    settings.PREDICTION_CONCURRENCY = 1
     world.add_fault(
         service="medical-imaging",
         operation="SearchImageSets",
@@ -164,9 +219,28 @@ def test_throttling_past_the_budget_leaves_the_series_unpredicted_with_the_reaso
     assert result.series[0].as_json()["reason"] == result.reason
 
 
-def test_access_denied_says_which_permissions_are_missing(
-    draft: ImportDraft, world: LocalAWSHandle
+def test_throttling_with_lookups_at_once_stops_at_the_studies_already_in_flight(
+    draft: ImportDraft, world: LocalAWSHandle, settings: Any
 ) -> None:
+    settings.PREDICTION_CONCURRENCY = 4
+    world.add_fault(
+        service="medical-imaging",
+        operation="SearchImageSets",
+        error="ThrottlingException",
+        count=50,
+    )
+    result = prediction.draft_predict(draft=draft)
+    assert result.unpredicted == 3
+    assert "throttling" in result.reason
+    # At most the two studies' tries (both were in flight), never more.
+    assert 3 <= len(world.calls("medical-imaging", "SearchImageSets")) <= 6
+
+
+def test_access_denied_says_which_permissions_are_missing(
+    draft: ImportDraft, world: LocalAWSHandle, settings: Any
+) -> None:
+    # One lookup at a time, so that the one refused call is the first study's.
+    settings.PREDICTION_CONCURRENCY = 1
     world.add_fault(
         service="medical-imaging",
         operation="SearchImageSets",

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from imports.drafts.prediction import (
+from imports.drafts.prediction_rules import (
     attributes_differ,
     normalize,
     series_in_document,
