@@ -487,6 +487,8 @@ JOBS_SYNC_MAX_PAGES = env.int("JOBS_SYNC_MAX_PAGES", default=20)
 JOBS_VERIFY_PATIENCE_S = env.int("JOBS_VERIFY_PATIENCE_S", default=300)
 # How many studies a prediction looks up in HealthImaging at once (imports/drafts/prediction.py says why 4).
 PREDICTION_CONCURRENCY = env.int("PREDICTION_CONCURRENCY", default=4)
+# A draft of more studies than this is predicted by a task, the confirmation page showing its progress.
+PREDICTION_INLINE_STUDIES = env.int("PREDICTION_INLINE_STUDIES", default=100)
 JOBS_VERIFY_RETRY_S = env.int("JOBS_VERIFY_RETRY_S", default=5)
 JOBS_VERIFY_LEASE_S = env.int("JOBS_VERIFY_LEASE_S", default=300)
 # The signed import record's HMAC-SHA256 key (imports/jobs/record.py). Unset, it is derived from SECRET_KEY, so

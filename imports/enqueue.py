@@ -30,6 +30,7 @@ JOB_SUBMIT = "imports.job_submit"
 JOB_INGEST_RESULTS = "imports.job_ingest_results"
 JOB_NOTIFY = "imports.job_notify"
 JOB_VERIFY = "imports.job_verify"
+DRAFT_PREDICT = "imports.draft_predict"
 CAMPAIGN_STAGE = "imports.campaign_stage"
 CAMPAIGN_ADVANCE = "imports.campaign_advance"
 TASK_NAMES = (
@@ -38,6 +39,7 @@ TASK_NAMES = (
     JOB_INGEST_RESULTS,
     JOB_NOTIFY,
     JOB_VERIFY,
+    DRAFT_PREDICT,
     CAMPAIGN_STAGE,
     CAMPAIGN_ADVANCE,
 )

@@ -8,6 +8,7 @@ from celery import Task, shared_task
 
 from imports.campaigns import accounting as campaigns
 from imports.campaigns import staging as campaignstaging
+from imports.drafts import prediction_runs
 from imports.jobs import results as jobresults
 from imports.jobs import submit as jobs
 from imports.jobs import tracking as jobtracking
@@ -102,6 +103,17 @@ def job_verify(self: Task[Any, Any], job_id: int) -> None:
     retry_in = verification.job_verify(job_id=job_id)
     if retry_in is not None:
         raise self.retry(countdown=retry_in)
+
+
+@shared_task(
+    name="imports.draft_predict",
+    acks_late=True,
+    soft_time_limit=30 * 60,
+    time_limit=30 * 60 + 60,
+)
+def draft_predict(prediction_id: int) -> None:
+    # Claims the row by its lease: a duplicate message does nothing; a task that died is replaced by the page.
+    prediction_runs.draft_prediction_run(prediction_id=prediction_id)
 
 
 @shared_task(

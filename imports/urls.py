@@ -75,6 +75,11 @@ urlpatterns = [
     path("drafts/<int:pk>/preview/", review.draft_preview, name="draft_preview"),
     path("drafts/<int:pk>/reveal/", review.draft_reveal, name="draft_reveal"),
     path("drafts/<int:pk>/confirm/", review.draft_confirm, name="draft_confirm"),
+    path(
+        "drafts/<int:pk>/prediction/",
+        review.draft_prediction,
+        name="draft_prediction",
+    ),
     # /jobs/
     path("jobs/", jobs.job_list, name="job_list"),
     path(

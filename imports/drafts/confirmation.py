@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from imports.audit.records import Actor, audit_record
 from imports.aws import client as aws
-from imports.drafts.prediction import Prediction, draft_predict, prediction_for_job
+from imports.drafts.prediction import Prediction, prediction_for_job
+from imports.drafts.prediction_runs import draft_prediction_state
 from imports.drafts.services import (
     DraftConflict,
     DraftRefused,
@@ -87,8 +88,14 @@ def draft_confirm(
         raise DraftRefused(
             f"Tick the box to acknowledge the {len(warnings)} warning{'s' if len(warnings) != 1 else ''} first."
         )
-    # The page's own prediction, from the cache (same content hash): no second round of AWS calls.
-    predicted = draft_predict(draft=current)
+    # The page's own prediction, kept for this content hash: no second round of AWS calls.
+    state = draft_prediction_state(draft=current)
+    if state.prediction is None:
+        raise DraftRefused(
+            f"What this import will do is still being predicted ({state.studies_done:,} of "
+            f"{state.studies_total:,} studies looked up): confirm once the page shows it. Nothing was confirmed."
+        )
+    predicted = state.prediction
     if predicted.non_primary and not accepted_non_primary:
         count = predicted.non_primary
         raise NonPrimaryRefused(

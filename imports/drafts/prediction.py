@@ -41,7 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -185,7 +185,9 @@ def prediction_for_job(
     }
 
 
-def draft_predict(*, draft: ImportDraft) -> Prediction:
+def draft_predict(
+    *, draft: ImportDraft, on_progress: Callable[[int, int], None] | None = None
+) -> Prediction:
     """The prediction of a draft, against its scan and datastore; cached under its content hash."""
     if draft.scan is None:
         return Prediction()
@@ -194,6 +196,7 @@ def draft_predict(*, draft: ImportDraft) -> Prediction:
         datastore=draft.datastore,
         mappings=draft_mappings(draft=draft),
         cache_scope=f"draft-{draft.pk}-{draft.content_hash}",
+        on_progress=on_progress,
     )
 
 
@@ -203,8 +206,10 @@ def series_predict(
     datastore: Datastore,
     mappings: Iterable[DraftMappingRow],
     cache_scope: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Prediction:
-    """Predict every series of the scan; `cache_scope` (a content hash) caches each study's answer."""
+    """Predict every series of the scan; `cache_scope` (a content hash) caches each study's answer, and
+    `on_progress(done, total)` hears of the studies looked up as they are."""
     by_target = {
         (m.study_instance_uid, m.series_instance_uid): m.metadata_file_path
         for m in mappings
@@ -239,6 +244,7 @@ def series_predict(
             for study in studies
         },
         cache_scope=cache_scope,
+        on_progress=on_progress,
     )
     for study in studies:
         series_list = series_of[study.pk]
@@ -363,6 +369,7 @@ def _studies_image_sets(
     datastore: Datastore,
     wanted: dict[str, set[str]],
     cache_scope: str | None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, dict[str, _Stored] | aws.AwsError]:
     """study UID -> its series' primary image sets, or the error that stopped its lookup; a study missing
     from the answer was not looked up because an earlier one (in UID order) failed.
@@ -404,12 +411,17 @@ def _studies_image_sets(
             stop.set()
             return error
 
+    total, cached = len(wanted), len(answers)
+    if on_progress is not None:
+        on_progress(cached, total)
     workers = max(1, min(settings.PREDICTION_CONCURRENCY, len(to_fetch)))
-    if workers == 1:
-        fetched = [fetch(uid) for uid in to_fetch]
-    else:
-        with ThreadPoolExecutor(workers, thread_name_prefix="prediction") as pool:
-            fetched = list(pool.map(fetch, to_fetch))
+    fetched: list[dict[str, _Stored] | aws.AwsError | None] = []
+    with ThreadPoolExecutor(workers, thread_name_prefix="prediction") as pool:
+        # map() keeps UID order; the progress is told here, in this thread, as each answer is taken.
+        for answer in pool.map(fetch, to_fetch):
+            fetched.append(answer)
+            if on_progress is not None:
+                on_progress(cached + len(fetched), total)
     for study_uid, answer in zip(to_fetch, fetched, strict=True):
         if answer is None:
             continue

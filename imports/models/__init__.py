@@ -17,7 +17,7 @@ from imports.models.datastores import (
     MAX_BYTES_PER_JOB,
     Datastore,
 )
-from imports.models.drafts import DraftMapping, ImportDraft
+from imports.models.drafts import DraftMapping, DraftPrediction, ImportDraft
 from imports.models.jobs import ImportJob, ImportJobResult, RateLimit
 from imports.models.operations import Heartbeat, TaskLease
 from imports.models.scans import (
@@ -47,6 +47,7 @@ __all__ = [
     "Heartbeat",
     "TaskLease",
     "DraftMapping",
+    "DraftPrediction",
     "ImportDraft",
     "ImportJob",
     "ImportJobResult",

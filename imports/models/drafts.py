@@ -99,3 +99,41 @@ class DraftMapping(models.Model):
 
     def __str__(self) -> str:
         return self.metadata_file_path
+
+
+class DraftPrediction(models.Model):
+    """A draft's prediction, computed once for one content of the draft, where every process can read it.
+
+    A draft with more studies than PREDICTION_INLINE_STUDIES is predicted by the task imports.draft_predict, which
+    counts the studies it has looked up (the page's progress bar) and stores the answer here; a change to the
+    draft changes its content hash, and so asks for a new row. The answer holds patient values (the differing
+    attributes), as the scan's index does: pages mask them as they mask the index.
+    """
+
+    class State(models.TextChoices):
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+
+    draft = models.ForeignKey(
+        ImportDraft, on_delete=models.CASCADE, related_name="predictions"
+    )
+    content_hash = models.CharField(max_length=64)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.RUNNING)
+    studies_total = models.PositiveIntegerField(default=0)
+    studies_done = models.PositiveIntegerField(default=0)
+    # imports.drafts.prediction_runs.prediction_as_json; empty while running.
+    result = models.JSONField(default=dict, blank=True)
+    # A task that died is replaced once this has passed (a running task pushes it on with its progress).
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["draft", "content_hash"], name="one_prediction_per_content"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"prediction of draft {self.draft_id}: {self.studies_done} of {self.studies_total} studies"

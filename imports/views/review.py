@@ -16,9 +16,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HTMX_STOP_POLLING
 
 from imports.audit import records as audit
-from imports.drafts import confirmation, prediction, preview
+from imports.drafts import confirmation, prediction, prediction_runs, preview
 from imports.drafts import services as drafts
 from imports.drafts.composer import draft_problems_with_studies
 from imports.drafts.summary import draft_summary
@@ -206,6 +207,14 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         same_request = duplicates.job_same_request(
             datastore=draft.datastore, request=request_payload
         )
+    # Once confirmed, the datastore holds the import itself: a prediction would describe nothing.
+    predicted = (
+        prediction_runs.draft_prediction_state(draft=draft)
+        if draft.scan is not None
+        and draft.scan.status == Scan.Status.COMPLETED
+        and not frozen
+        else None
+    )
     context = {
         "draft": draft,
         "form": form,
@@ -227,12 +236,8 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         )
         if draft.scan is not None and draft.scan.status == Scan.Status.COMPLETED
         else None,
-        # Once confirmed, the datastore holds the import itself: a prediction would describe nothing.
-        "prediction": prediction.draft_predict(draft=draft)
-        if draft.scan is not None
-        and draft.scan.status == Scan.Status.COMPLETED
-        and not frozen
-        else None,
+        "prediction": predicted.prediction if predicted else None,
+        "prediction_running": predicted if predicted and predicted.running else None,
         "non_primary_refusal": non_primary_refusal,
         "accepted_non_primary": request.method == "POST"
         and request.POST.get("accept_non_primary") == "on",
@@ -240,3 +245,19 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "cost_note": prediction.COST_NOTE,
     }
     return render(request, "imports/draft_confirm.html", context, status=status)
+
+
+@require_GET
+def draft_prediction(request: HttpRequest, pk: int) -> HttpResponse:
+    """The polled progress of a large draft's prediction; once it is done the page reloads to show it."""
+    draft = get_draft_for_user(request, pk)
+    state = prediction_runs.draft_prediction_state(draft=draft)
+    if not state.running:
+        response = HttpResponse(status=HTMX_STOP_POLLING)
+        response["HX-Refresh"] = "true"
+        return response
+    return render(
+        request,
+        "imports/draft_confirm.html#prediction-progress",
+        {"draft": draft, "prediction_running": state},
+    )

@@ -69,6 +69,7 @@ EXPECTED: dict[str, tuple[Rule, Rule]] = {
     "imports:draft_preview": (VIEWER, None),
     "imports:draft_reveal": (None, OPERATOR),
     "imports:draft_confirm": (VIEWER, OPERATOR),
+    "imports:draft_prediction": (VIEWER, None),
     "imports:editor": (VIEWER, OPERATOR),
     "imports:editor_row": (None, OPERATOR),
     "imports:editor_tags": (VIEWER, None),
