@@ -79,7 +79,7 @@ def campaign_progress(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _change(request: HttpRequest, pk: int, change: Any, done: str) -> HttpResponse:
     campaign = _get_campaign_for_user(request, pk)
-    if change(campaign_id=campaign.pk):
+    if change(actor=request.user, campaign_id=campaign.pk):
         messages.success(request, f"Campaign {campaign.pk} {done}.")
     else:
         messages.error(
