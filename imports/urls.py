@@ -44,6 +44,18 @@ urlpatterns = [
         campaigns.campaign_progress,
         name="campaign_progress",
     ),
+    path(
+        "campaigns/<int:pk>/objects.csv",
+        campaigns.campaign_export,
+        {"export_format": "csv"},
+        name="campaign_export",
+    ),
+    path(
+        "campaigns/<int:pk>/objects.jsonl",
+        campaigns.campaign_export,
+        {"export_format": "jsonl"},
+        name="campaign_export_jsonl",
+    ),
     path("campaigns/<int:pk>/pause/", campaigns.campaign_pause, name="campaign_pause"),
     path(
         "campaigns/<int:pk>/resume/", campaigns.campaign_resume, name="campaign_resume"

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
+from imports.audit import records as audit
 from imports.campaigns import accounting, selectors, services
+from imports.forms.campaigns import CampaignObjectFilterForm
 from imports.models import Campaign
-from imports.views.common import HtmxHttpRequest, key_mask, permission_required
+from imports.views.common import (
+    HtmxHttpRequest,
+    csv_response,
+    filters_query,
+    key_mask,
+    page_number,
+    permission_required,
+    render_page,
+)
+
+OBJECTS_PER_PAGE = 50
 
 # Who sees campaigns: whoever sees import jobs (a campaign is a set of them).
 VIEW = "imports.view_importjob"
@@ -45,22 +61,108 @@ def _progress_context(campaign: Campaign) -> dict[str, Any]:
     }
 
 
+class _Masks:
+    """Several sources' masks applied in turn: a campaign's keys lie under any of its sources."""
+
+    do_not_call_in_templates = True
+
+    def __init__(self, masks: list[Callable[[str | None], str]]) -> None:
+        self._masks = masks
+
+    def __bool__(self) -> bool:
+        return any(self._masks)
+
+    def __call__(self, text: str | None) -> str:
+        text = text or ""
+        for mask in self._masks:
+            text = mask(text)
+        return text
+
+
+def _campaign_mask(request: HttpRequest, campaign: Campaign) -> _Masks:
+    """Keys may carry patient IDs: masked for viewers with what the scans of each source found (staged keys hold
+    the source key whole, so the same masks cover them); unchanged for those who may reveal patient details."""
+    return _Masks(
+        [
+            key_mask(request, uri)
+            for uri in campaign.sources.values_list("input_uri", flat=True)
+        ]
+    )
+
+
 @require_GET
 def campaign_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     campaign = _get_campaign_for_user(request, pk)
-    first = campaign.sources.first()
+    form = CampaignObjectFilterForm(request.GET)
+    objects = Paginator(
+        selectors.campaign_objects(campaign=campaign, outcome=form.outcome_chosen()),
+        OBJECTS_PER_PAGE,
+    ).get_page(page_number(request))
     context = _progress_context(campaign)
     context.update(
         {
             "jobs": selectors.campaign_jobs_shown(campaign=campaign),
             "jobs_shown": selectors.JOBS_SHOWN,
             "can_import": request.user.has_perm("imports.import_to_datastore"),
-            # Keys may carry patient IDs: masked for viewers with what the scans of the first source found
-            # (staged keys hold the source key whole, so the same mask covers them).
-            "key_mask": key_mask(request, first.input_uri if first else ""),
+            "key_mask": _campaign_mask(request, campaign),
+            "object_form": form,
+            "objects": objects,
+            "objects_query": filters_query(request),
+            "outcome": form.outcome_chosen(),
         }
     )
-    return render(request, "imports/campaign_detail.html", context)
+    return render_page(request, "imports/campaign_detail.html", "objects", context)
+
+
+@require_GET
+def campaign_export(
+    request: HttpRequest, pk: int, export_format: str
+) -> HttpResponseBase:
+    """Every object of the campaign and its outcome (or those of one ?outcome=), streamed as CSV or JSON Lines;
+    keys and reasons masked for viewers; audited."""
+    campaign = _get_campaign_for_user(request, pk)
+    form = CampaignObjectFilterForm(request.GET)
+    if not form.is_valid():
+        problems = "; ".join(
+            f"{name}: {' '.join(str(e) for e in errors)}"
+            for name, errors in form.errors.items()
+        )
+        return HttpResponse(
+            f"Nothing was exported: {problems}",
+            status=400,
+            content_type="text/plain; charset=utf-8",
+        )
+    outcome = form.outcome_chosen()
+    audit.export_record(
+        actor=request.user,
+        what=f"the objects of campaign {campaign.pk}",
+        export_format=export_format,
+        filters={"outcome": outcome},
+        target=campaign,
+    )
+    mask = _campaign_mask(request, campaign)
+    fields = selectors.OBJECT_FIELDS
+    masked = [name in selectors.MASKED_OBJECT_FIELDS for name in fields]
+    rows = (
+        [
+            mask(value) if hide else value
+            for value, hide in zip(row, masked, strict=True)
+        ]
+        for row in selectors.campaign_object_rows(campaign=campaign, outcome=outcome)
+    )
+    name = f"campaign-{campaign.pk}-objects" + (f"-{outcome}" if outcome else "")
+    if export_format == "csv":
+        return csv_response(f"{name}.csv", fields, rows)
+
+    def lines() -> Iterator[str]:
+        for row in rows:
+            yield json.dumps(dict(zip(fields, row, strict=True))) + "\n"
+
+    response = StreamingHttpResponse(
+        lines(), content_type="application/x-ndjson; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{name}.jsonl"'
+    return response
 
 
 @require_GET
