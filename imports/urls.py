@@ -38,7 +38,9 @@ urlpatterns = [
     path("scans/<int:pk>/new-import/", drafts.draft_from_scan, name="draft_from_scan"),
     # /campaigns/
     path("campaigns/", campaigns.campaign_list, name="campaign_list"),
+    path("campaigns/plan/", campaigns.campaign_plan, name="campaign_plan"),
     path("campaigns/<int:pk>/", campaigns.campaign_detail, name="campaign_detail"),
+    path("campaigns/<int:pk>/start/", campaigns.campaign_start, name="campaign_start"),
     path(
         "campaigns/<int:pk>/progress/",
         campaigns.campaign_progress,

@@ -17,7 +17,7 @@ from django_htmx.http import HTMX_STOP_POLLING
 
 from imports.audit import records as audit
 from imports.campaigns import accounting, selectors, services
-from imports.forms.campaigns import CampaignObjectFilterForm
+from imports.forms.campaigns import CampaignObjectFilterForm, CampaignPlanForm
 from imports.models import Campaign
 from imports.views.common import (
     HtmxHttpRequest,
@@ -44,8 +44,47 @@ def _get_campaign_for_user(request: HttpRequest, pk: int) -> Campaign:
 @require_GET
 @permission_required(VIEW)
 def campaign_list(request: HtmxHttpRequest) -> HttpResponse:
-    campaigns = selectors.campaigns_listed()[:200]
-    return render(request, "imports/campaign_list.html", {"campaigns": campaigns})
+    return _list(request, CampaignPlanForm())
+
+
+def _list(
+    request: HttpRequest, form: CampaignPlanForm, status: int = 200
+) -> HttpResponse:
+    context = {
+        "campaigns": selectors.campaigns_listed()[:200],
+        "can_import": request.user.has_perm("imports.import_to_datastore"),
+        "plan_form": form,
+    }
+    return render(request, "imports/campaign_list.html", context, status=status)
+
+
+@require_POST
+@permission_required("imports.import_to_datastore")
+def campaign_plan(request: HttpRequest) -> HttpResponse:
+    """Plan a campaign from the page's form (nothing runs): its page shows the plan and Start."""
+    form = CampaignPlanForm(request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            planned = services.campaign_plan(
+                actor=request.user,
+                datastore=data["datastore"],
+                inputs=data["inputs"],
+                max_files=data["max_files"],
+                max_bytes=data["max_bytes"],
+                staging_uri=data["staging"],
+            )
+        except services.CampaignRefused as refused:
+            form.add_refusals(refused.problems)
+        else:
+            campaign = planned.campaign
+            messages.success(
+                request,
+                f"Campaign {campaign.pk} planned: {len(planned.plan.jobs):,} jobs for "
+                f"{campaign.object_count:,} objects. Nothing runs until it is started.",
+            )
+            return redirect("imports:campaign_detail", pk=campaign.pk)
+    return _list(request, form, status=400)
 
 
 def _progress_context(campaign: Campaign) -> dict[str, Any]:
@@ -187,6 +226,30 @@ def _change(request: HttpRequest, pk: int, change: Any, done: str) -> HttpRespon
         messages.error(
             request,
             f"Campaign {campaign.pk} is {campaign.get_state_display().lower()}: it cannot be {done} now.",
+        )
+    return redirect("imports:campaign_detail", pk=campaign.pk)
+
+
+@require_POST
+@permission_required("imports.import_to_datastore")
+def campaign_start(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = _get_campaign_for_user(request, pk)
+    try:
+        started = services.campaign_start(actor=request.user, campaign_id=campaign.pk)
+    except services.CampaignRefused as refused:
+        messages.error(request, " ".join(refused.problems))
+        return redirect("imports:campaign_detail", pk=campaign.pk)
+    if started:
+        messages.success(
+            request,
+            f"Campaign {campaign.pk} started: its jobs are handed to submission as the datastore's quota allows.",
+        )
+    else:
+        campaign.refresh_from_db()
+        messages.error(
+            request,
+            f"Campaign {campaign.pk} is {campaign.get_state_display().lower()}: it was started already, and "
+            "nothing was submitted again.",
         )
     return redirect("imports:campaign_detail", pk=campaign.pk)
 

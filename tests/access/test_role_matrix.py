@@ -91,6 +91,8 @@ EXPECTED: dict[str, tuple[Rule, Rule]] = {
     "imports:campaign_progress": (VIEWER, None),
     "imports:campaign_export": (VIEWER, None),
     "imports:campaign_export_jsonl": (VIEWER, None),
+    "imports:campaign_plan": (None, OPERATOR),
+    "imports:campaign_start": (None, OPERATOR),
     "imports:campaign_pause": (None, OPERATOR),
     "imports:campaign_resume": (None, OPERATOR),
     "imports:campaign_cancel": (None, OPERATOR),
