@@ -58,6 +58,11 @@ urlpatterns = [
         {"export_format": "jsonl"},
         name="campaign_export_jsonl",
     ),
+    path(
+        "campaigns/<int:pk>/retry-failed/",
+        campaigns.campaign_retry_failed,
+        name="campaign_retry_failed",
+    ),
     path("campaigns/<int:pk>/pause/", campaigns.campaign_pause, name="campaign_pause"),
     path(
         "campaigns/<int:pk>/resume/", campaigns.campaign_resume, name="campaign_resume"

@@ -77,6 +77,7 @@ class AuditEvent(models.Model):
         CAMPAIGN_PAUSED = "campaign.paused", "Campaign paused"
         CAMPAIGN_RESUMED = "campaign.resumed", "Campaign resumed"
         CAMPAIGN_CANCELLED = "campaign.cancelled", "Campaign cancelled"
+        CAMPAIGN_RETRIED = "campaign.retried", "Campaign's failed files retried"
         EXPORTED = "data.exported", "Data exported"
 
     created_at = models.DateTimeField(

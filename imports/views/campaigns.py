@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
 from imports.audit import records as audit
-from imports.campaigns import accounting, selectors, services
+from imports.campaigns import accounting, retry, selectors, services
 from imports.forms.campaigns import CampaignObjectFilterForm, CampaignPlanForm
 from imports.models import Campaign
 from imports.views.common import (
@@ -250,6 +250,57 @@ def campaign_start(request: HttpRequest, pk: int) -> HttpResponse:
             request,
             f"Campaign {campaign.pk} is {campaign.get_state_display().lower()}: it was started already, and "
             "nothing was submitted again.",
+        )
+    return redirect("imports:campaign_detail", pk=campaign.pk)
+
+
+@require_POST
+@permission_required("imports.import_to_datastore")
+def campaign_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = _get_campaign_for_user(request, pk)
+    try:
+        retried = retry.campaign_retry_failed(
+            actor=request.user, campaign_id=campaign.pk
+        )
+    except services.CampaignRefused as refused:
+        messages.error(request, " ".join(refused.problems))
+        return redirect("imports:campaign_detail", pk=campaign.pk)
+    said = []
+    if retried.jobs:
+        n = len(retried.jobs)
+        said.append(
+            f"{n} job{'s' if n != 1 else ''} that failed as a whole {'are' if n != 1 else 'is'} handed over again "
+            f"(job{'s' if n != 1 else ''} {', '.join(map(str, retried.jobs))}); the campaign runs until "
+            "their objects are accounted for."
+        )
+    if retried.drafts:
+        n = len(retried.drafts)
+        said.append(
+            f"{n} draft{'s' if n != 1 else ''} ({', '.join(f'draft {d.pk}' for d in retried.drafts)}) "
+            f"hold{'s' if n == 1 else ''} the studies of the files that failed in completed jobs: review and "
+            "confirm them on the Drafts page."
+        )
+    if retried.already_drafted:
+        said.append(
+            f"{retried.already_drafted} completed job{'s' if retried.already_drafted != 1 else ''} with failed "
+            "files already had a draft made from them."
+        )
+    if retried.unknown_files:
+        said.append(
+            f"{retried.unknown_files} failed file{'s are' if retried.unknown_files != 1 else ' is'} not DICOM "
+            "or not in a scan, so a retry cannot help: fix or remove them under the source prefix."
+        )
+    if retried:
+        messages.success(request, " ".join(said))
+    else:
+        messages.warning(
+            request,
+            " ".join(
+                [
+                    "Nothing to retry: no job failed as a whole, and no failed file belongs to a known study."
+                ]
+                + said
+            ),
         )
     return redirect("imports:campaign_detail", pk=campaign.pk)
 

@@ -93,6 +93,7 @@ EXPECTED: dict[str, tuple[Rule, Rule]] = {
     "imports:campaign_export_jsonl": (VIEWER, None),
     "imports:campaign_plan": (None, OPERATOR),
     "imports:campaign_start": (None, OPERATOR),
+    "imports:campaign_retry_failed": (None, OPERATOR),
     "imports:campaign_pause": (None, OPERATOR),
     "imports:campaign_resume": (None, OPERATOR),
     "imports:campaign_cancel": (None, OPERATOR),
