@@ -86,10 +86,12 @@ def campaign_retry_failed(*, actor: Actor, campaign_id: int) -> Retried:
                 retried.jobs.append(job.number)
                 retried.previous[job.number] = job.import_job_id
         if retried.jobs:
-            # Running again until the retried objects are accounted for; the advance hands the jobs over.
-            Campaign.objects.filter(pk=campaign.pk).update(
-                state=Campaign.State.RUNNING, ended_at=None
-            )
+            # An ended campaign runs again until the retried objects are accounted for (the advance hands the
+            # jobs over); a paused one stays paused, and hands them over once resumed.
+            Campaign.objects.filter(
+                pk=campaign.pk,
+                state__in=(Campaign.State.COMPLETED, Campaign.State.ENDED),
+            ).update(state=Campaign.State.RUNNING, ended_at=None)
             enqueue_task(CAMPAIGN_ADVANCE, campaign.pk)
         _draft_failed_files(campaign, actor, retried)
         if retried:

@@ -127,6 +127,23 @@ def test_a_first_attempt_whose_request_a_recent_job_made_is_refused_and_a_retry_
     assert str(created.idempotency_key).endswith("-retry-1")
 
 
+def test_a_paused_campaign_stays_paused_when_its_failed_jobs_are_retried(
+    campaign: Campaign,
+) -> None:
+    job = study3_job(campaign)
+    handed_over(campaign, job, ImportJob.Status.FAILED)
+    accounting.campaign_job_account(job)
+    Campaign.objects.filter(pk=campaign.pk).update(state=Campaign.State.PAUSED)
+    assert retry.campaign_retry_failed(actor=None, campaign_id=campaign.pk).jobs == [
+        job.number
+    ]
+    assert Campaign.objects.get(pk=campaign.pk).state == Campaign.State.PAUSED
+    # Paused: nothing is handed over until it is resumed.
+    accounting.campaign_advance(campaign_id=campaign.pk)
+    job.refresh_from_db()
+    assert (job.state, job.import_job) == (CampaignJob.State.PLANNED, None)
+
+
 def test_cancelled_and_refused_jobs_and_a_planned_or_cancelled_campaign_are_not_retried(
     campaign: Campaign,
 ) -> None:
