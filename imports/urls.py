@@ -38,11 +38,30 @@ urlpatterns = [
     path("scans/<int:pk>/new-import/", drafts.draft_from_scan, name="draft_from_scan"),
     # /campaigns/
     path("campaigns/", campaigns.campaign_list, name="campaign_list"),
+    path("campaigns/plan/", campaigns.campaign_plan, name="campaign_plan"),
     path("campaigns/<int:pk>/", campaigns.campaign_detail, name="campaign_detail"),
+    path("campaigns/<int:pk>/start/", campaigns.campaign_start, name="campaign_start"),
     path(
         "campaigns/<int:pk>/progress/",
         campaigns.campaign_progress,
         name="campaign_progress",
+    ),
+    path(
+        "campaigns/<int:pk>/objects.csv",
+        campaigns.campaign_export,
+        {"export_format": "csv"},
+        name="campaign_export",
+    ),
+    path(
+        "campaigns/<int:pk>/objects.jsonl",
+        campaigns.campaign_export,
+        {"export_format": "jsonl"},
+        name="campaign_export_jsonl",
+    ),
+    path(
+        "campaigns/<int:pk>/retry-failed/",
+        campaigns.campaign_retry_failed,
+        name="campaign_retry_failed",
     ),
     path("campaigns/<int:pk>/pause/", campaigns.campaign_pause, name="campaign_pause"),
     path(

@@ -102,10 +102,14 @@ def _hand_over(campaign: Campaign) -> None:
 def campaign_job_submit(*, job: CampaignJob, campaign: Campaign) -> ImportJob | None:
     """Hand one planned job to imports.jobs.submit, once: the claim and the job's creation are one transaction,
     and the idempotency key makes a second creation return the first one's job."""
+    # The first attempt keeps the key it always had; each retry (imports.campaigns.retry) has its own.
+    key = f"campaign-{campaign.pk}-job-{job.number}" + (
+        f"-retry-{job.attempt}" if job.attempt else ""
+    )
     request = job_request_build(
         datastore=campaign.datastore,
         input_s3_uri=job.input_s3_uri,
-        job_name=f"campaign-{campaign.pk}-job-{job.number}",
+        job_name=key,
         mappings=[
             Mapping(
                 m["studyInstanceUID"],
@@ -128,7 +132,9 @@ def campaign_job_submit(*, job: CampaignJob, campaign: Campaign) -> ImportJob | 
                     draft=None,
                     datastore=campaign.datastore,
                     request=request,
-                    idempotency_key=f"campaign-{campaign.pk}-job-{job.number}",
+                    idempotency_key=key,
+                    # A retry asks again on purpose for a job that failed as a whole; its audit names the first.
+                    import_again=job.attempt > 0,
                 )
         except SameRequest as error:
             CampaignJob.objects.filter(pk=job.pk).update(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from django.db.models import Count, Q, QuerySet
 
 from imports.models import Campaign, CampaignJob, CampaignObject
@@ -44,3 +47,44 @@ def campaign_job_states(*, campaign: Campaign) -> dict[str, int]:
         else:
             states["running"] += 1
     return states
+
+
+# The per-object export's columns, in order: what became of each object, and the job that took it.
+OBJECT_FIELDS = [
+    "bucket", "key", "size", "outcome", "job", "import_job", "image_set_id", "image_set_version",
+    "is_primary", "reason",
+]  # fmt: skip
+# The columns that may carry patient names (keys, and AWS's or the dashboard's reasons, which name keys).
+MASKED_OBJECT_FIELDS = frozenset({"key", "reason"})
+
+
+def campaign_objects(
+    *, campaign: Campaign, outcome: str = ""
+) -> QuerySet[CampaignObject]:
+    """The campaign's objects in plan order, those of one outcome when `outcome` is given, with their jobs."""
+    objects = CampaignObject.objects.filter(campaign=campaign)
+    if outcome:
+        objects = objects.filter(outcome=outcome)
+    return objects.select_related("job").order_by("id")
+
+
+def campaign_object_rows(
+    *, campaign: Campaign, outcome: str = ""
+) -> Iterator[tuple[Any, ...]]:
+    """The export's rows (OBJECT_FIELDS), read in chunks: flat memory however many objects there are."""
+    return (
+        campaign_objects(campaign=campaign, outcome=outcome)
+        .values_list(
+            "bucket",
+            "key",
+            "size",
+            "outcome",
+            "job__number",
+            "job__import_job_id",
+            "image_set_id",
+            "image_set_version",
+            "is_primary",
+            "reason",
+        )  # fmt: skip
+        .iterator(chunk_size=2000)
+    )

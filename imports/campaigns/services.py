@@ -16,12 +16,13 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from imports.audit.records import Actor
+from imports.audit.records import Actor, audit_record
 from imports.aws import client as aws
 from imports.campaigns import planner
 from imports.enqueue import CAMPAIGN_ADVANCE, CAMPAIGN_STAGE, enqueue_task
 from imports.mappings.rules import Mapping
 from imports.models import (
+    AuditEvent,
     Campaign,
     CampaignCopy,
     CampaignJob,
@@ -251,6 +252,26 @@ def campaign_plan(
             {(e.source.bucket, e.key): s for e, s in indexed},
             mapped,
         )
+        audit_record(
+            actor=actor,
+            action=AuditEvent.Action.CAMPAIGN_PLANNED,
+            target=campaign,
+            summary=f"Planned campaign {campaign.pk} into “{datastore.name}”: {len(result.jobs):,} "
+            f"job{'s' if len(result.jobs) != 1 else ''} for {campaign.object_count:,} objects from "
+            f"{len(sources)} source prefix{'es' if len(sources) != 1 else ''}"
+            + (f", {result.staged_objects:,} staged" if result.staged_objects else ""),
+            details={
+                "inputs": [source.uri for source in sources],
+                "scans": [scan.pk for scan in scans],
+                "jobs": len(result.jobs),
+                "objects": campaign.object_count,
+                "staged_objects": result.staged_objects,
+                "mappings": len(plan_mappings),
+                "max_files": limits.max_files,
+                "max_bytes": limits.max_bytes,
+                "staging": campaign.staging_uri,
+            },
+        )
     return Planned(campaign=campaign, plan=result)
 
 
@@ -374,7 +395,20 @@ def _object(
 # --- Running --------------------------------------------------------------------------------
 
 
-def campaign_start(*, campaign_id: int) -> bool:
+def _audit_change(
+    actor: Actor, campaign_id: int, action: AuditEvent.Action, done: str, old: str
+) -> None:
+    campaign = Campaign.objects.get(pk=campaign_id)
+    audit_record(
+        actor=actor,
+        action=action,
+        target=campaign,
+        summary=f"Campaign {campaign.pk} {done}",
+        details={"from": old, "to": campaign.state},
+    )
+
+
+def campaign_start(*, actor: Actor, campaign_id: int) -> bool:
     """Planned → Running, once every source is as its scan found it; False when it had already started.
 
     Raises CampaignRefused when a source changed (or cannot be listed), as confirming a draft does.
@@ -404,6 +438,13 @@ def campaign_start(*, campaign_id: int) -> bool:
             pk=campaign_id, state=Campaign.State.PLANNED
         ).update(state=Campaign.State.RUNNING, started_at=timezone.now()):
             return False
+        _audit_change(
+            actor,
+            campaign_id,
+            AuditEvent.Action.CAMPAIGN_STARTED,
+            "started",
+            Campaign.State.PLANNED,
+        )
         staged = list(
             CampaignJob.objects.filter(
                 campaign_id=campaign_id, staged=True, state=CampaignJob.State.PLANNED
@@ -418,29 +459,51 @@ def campaign_start(*, campaign_id: int) -> bool:
     return True
 
 
-def campaign_pause(*, campaign_id: int) -> bool:
+def campaign_pause(*, actor: Actor, campaign_id: int) -> bool:
     """Running → Paused: no further job is handed to submission; jobs already handed run to their end."""
-    return bool(
-        Campaign.objects.filter(pk=campaign_id, state=Campaign.State.RUNNING).update(
-            state=Campaign.State.PAUSED
-        )
-    )
+    with transaction.atomic():
+        paused = Campaign.objects.filter(
+            pk=campaign_id, state=Campaign.State.RUNNING
+        ).update(state=Campaign.State.PAUSED)
+        if paused:
+            _audit_change(
+                actor,
+                campaign_id,
+                AuditEvent.Action.CAMPAIGN_PAUSED,
+                "paused",
+                Campaign.State.RUNNING,
+            )
+    return bool(paused)
 
 
-def campaign_resume(*, campaign_id: int) -> bool:
+def campaign_resume(*, actor: Actor, campaign_id: int) -> bool:
     with transaction.atomic():
         resumed = Campaign.objects.filter(
             pk=campaign_id, state=Campaign.State.PAUSED
         ).update(state=Campaign.State.RUNNING)
         if resumed:
+            _audit_change(
+                actor,
+                campaign_id,
+                AuditEvent.Action.CAMPAIGN_RESUMED,
+                "resumed",
+                Campaign.State.PAUSED,
+            )
             enqueue_task(CAMPAIGN_ADVANCE, campaign_id)
     return bool(resumed)
 
 
-def campaign_cancel(*, campaign_id: int) -> bool:
+def campaign_cancel(*, actor: Actor, campaign_id: int) -> bool:
     """Cancelled: jobs not yet at AWS are not submitted (their objects are "not imported"); jobs at AWS run to
     their end and are accounted for."""
     with transaction.atomic():
+        # Locked so the audited "from" is the state that was cancelled, not one read after.
+        old = (
+            Campaign.objects.select_for_update()
+            .filter(pk=campaign_id)
+            .values_list("state", flat=True)
+            .first()
+        )
         cancelled = (
             Campaign.objects.filter(pk=campaign_id)
             .filter(
@@ -451,5 +514,12 @@ def campaign_cancel(*, campaign_id: int) -> bool:
             .update(state=Campaign.State.CANCELLED)
         )
         if cancelled:
+            _audit_change(
+                actor,
+                campaign_id,
+                AuditEvent.Action.CAMPAIGN_CANCELLED,
+                "cancelled",
+                str(old),
+            )
             enqueue_task(CAMPAIGN_ADVANCE, campaign_id)
     return bool(cancelled)

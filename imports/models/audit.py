@@ -72,6 +72,12 @@ class AuditEvent(models.Model):
         JOB_VERIFIED = "job.verified", "Import job verified"
         RECORD_WRITTEN = "job.record_written", "Signed import record written"
         METADATA_WRITTEN = "metadata.written", "Metadata file written"
+        CAMPAIGN_PLANNED = "campaign.planned", "Campaign planned"
+        CAMPAIGN_STARTED = "campaign.started", "Campaign started"
+        CAMPAIGN_PAUSED = "campaign.paused", "Campaign paused"
+        CAMPAIGN_RESUMED = "campaign.resumed", "Campaign resumed"
+        CAMPAIGN_CANCELLED = "campaign.cancelled", "Campaign cancelled"
+        CAMPAIGN_RETRIED = "campaign.retried", "Campaign's failed files retried"
         EXPORTED = "data.exported", "Data exported"
 
     created_at = models.DateTimeField(

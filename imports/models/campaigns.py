@@ -103,6 +103,9 @@ class CampaignJob(models.Model):
     error = models.TextField(blank=True)
     # Set once every object of the job has its outcome from the job's results.
     accounted_at = models.DateTimeField(null=True, blank=True)
+    # How many times "Retry failed files" handed the job over again (imports.campaigns.retry); each attempt has
+    # its own idempotency key, so a retry is submitted once and the first attempt is never submitted twice.
+    attempt = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["campaign", "number"]

@@ -24,8 +24,16 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.utils import timezone
 
+from imports.campaigns import services as campaigns
 from imports.drafts import services as drafts
-from imports.models import Datastore, ImportDraft, ImportJob, ImportJobResult, Scan
+from imports.models import (
+    Campaign,
+    Datastore,
+    ImportDraft,
+    ImportJob,
+    ImportJobResult,
+    Scan,
+)
 from localaws.testing import LocalAWSHandle
 from tests.browser.test_browser import page, sign_in  # noqa: F401 - the page fixture
 from tests.builders import make_job
@@ -46,6 +54,7 @@ class World:
     scan: Scan
     draft: ImportDraft
     job: ImportJob
+    campaign: Campaign
     chest_study: str
     mapped_series: str
 
@@ -84,6 +93,13 @@ def world(localaws: LocalAWSHandle) -> World:
         scan=scan,
         draft=draft,
         job=_completed_job(datastore, operator),
+        # The demo prefix planned into four jobs: the plan, its Start button and the object list.
+        campaign=campaigns.campaign_plan(
+            actor=operator,
+            datastore=datastore,
+            inputs=[democorpus.INPUT_S3_URI],
+            max_files=120,
+        ).campaign,
         chest_study=chest.study_instance_uid,
         mapped_series=mapping.series_instance_uid,
     )
@@ -144,6 +160,10 @@ SCREENS = {
     "job": Screen("operator", lambda w: f"/jobs/{w.job.pk}/", "#job-files"),
     "jobs": Screen("operator", lambda w: "/jobs/", "h1"),
     "audit": Screen("operator", lambda w: "/audit/", "h1"),
+    "campaigns": Screen("operator", lambda w: "/campaigns/", "#id_inputs"),
+    "campaign": Screen(
+        "operator", lambda w: f"/campaigns/{w.campaign.pk}/", "#campaign-objects"
+    ),
     "admin-datastores": Screen(
         "admin", lambda w: "/admin/imports/datastore/", "#result_list"
     ),

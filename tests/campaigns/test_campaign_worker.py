@@ -1,4 +1,5 @@
-"""End to end: a campaign planned, staged, submitted and accounted for by a real Celery worker against localaws."""
+"""End to end: a campaign planned, staged, submitted and accounted for by a real Celery worker against localaws,
+and a job that failed as a whole retried to the end."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from django.core.management import call_command
 
 from imports import tasks
-from imports.campaigns import accounting
+from imports.campaigns import accounting, retry
 from imports.models import Campaign, CampaignCopy, CampaignObject, Datastore, ImportJob
 from localaws.imagesets import value_of
 from localaws.testing import LocalAWSHandle
@@ -78,3 +79,48 @@ def test_a_campaign_runs_to_completed_with_every_object_accounted_for(
         value_of(held[o.image_set_id].metadata, "StudyDescription") for o in study1
     }
     assert described == {"CT CHEST"}
+
+
+def test_a_job_that_fails_as_a_whole_is_not_imported_then_retried_to_completed(
+    celery_worker_process: WorkerProcess, localaws: LocalAWSHandle, archive: Datastore
+) -> None:
+    lines = run(
+        "plan", "--datastore", archive.name, "--input", ARCHIVE, "--max-files", "4", "--staging", STAGING,
+        "--json",
+    ).splitlines()  # fmt: skip
+    pk, planned = json.loads(lines[-1])["campaign"], len(lines) - 1
+    localaws.add_fault(
+        fail_job=True, count=1, message="DICOM import job has failed. Injected"
+    )
+    run("start", str(pk))
+
+    def ended() -> bool:
+        tasks.jobs_poll.delay()  # as beat would
+        accounting.campaign_advance(campaign_id=pk)
+        return Campaign.objects.get(pk=pk).ended_at is not None
+
+    try:
+        wait_for(ended, timeout=120, interval=0.5, what="the campaign to end")
+    except BaseException:
+        print(celery_worker_process.output()[-4000:])
+        raise
+    first = json.loads(run("status", str(pk), "--json"))
+    assert first["not_imported"] > 0
+    assert first["imported"] + first["not_imported"] + first["skipped"] == OBJECTS
+    assert first["unaccounted"] == 0
+
+    done = retry.campaign_retry_failed(actor=None, campaign_id=pk)
+    assert len(done.jobs) == 1
+    try:
+        wait_for(ended, timeout=120, interval=0.5, what="the retry to end")
+    except BaseException:
+        print(celery_worker_process.output()[-4000:])
+        raise
+    status = json.loads(run("status", str(pk), "--json"))
+    assert status == {
+        "campaign": pk, "state": "completed", "jobs": planned, "objects": OBJECTS,
+        "imported": OBJECTS - SKIPPED, "failed": 0, "skipped": SKIPPED, "not_imported": 0, "unaccounted": 0,
+    }  # fmt: skip
+    # One AWS job a planned job, and one more for the retry.
+    assert len(localaws.calls("medical-imaging", "StartDICOMImportJob")) == planned + 1
+    assert CampaignObject.objects.filter(campaign_id=pk).count() == OBJECTS

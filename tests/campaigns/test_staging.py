@@ -31,7 +31,7 @@ def started(archive: Datastore, mappings_csv: Path) -> Campaign:
         "--max-files", "4", "--staging", STAGING, stdout=StringIO(),
     )  # fmt: skip
     campaign = Campaign.objects.get()
-    assert services.campaign_start(campaign_id=campaign.pk)
+    assert services.campaign_start(actor=None, campaign_id=campaign.pk)
     return campaign
 
 

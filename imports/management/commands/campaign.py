@@ -195,7 +195,7 @@ class Command(BaseCommand):
     def _start(self, options: dict[str, Any]) -> None:
         campaign = self._campaign(options["id"])
         try:
-            started = services.campaign_start(campaign_id=campaign.pk)
+            started = services.campaign_start(actor=None, campaign_id=campaign.pk)
         except services.CampaignRefused as refused:
             raise CommandError("\n".join(refused.problems), returncode=1) from None
         if not started:
@@ -213,7 +213,7 @@ class Command(BaseCommand):
 
     def _change(self, options: dict[str, Any], change: Any, done: str) -> None:
         campaign = self._campaign(options["id"])
-        if not change(campaign_id=campaign.pk):
+        if not change(actor=None, campaign_id=campaign.pk):
             raise CommandError(
                 f"Campaign {campaign.pk} is {campaign.get_state_display().lower()}: it cannot be {done} now.",
                 returncode=1,
