@@ -524,6 +524,9 @@ SCAN_MAX_ATTEMPTS = env.int("SCAN_MAX_ATTEMPTS", default=3)
 # write (twice a second); one not renewed for SCAN_CHUNK_LEASE_S lost its worker, and beat requeues it.
 SCAN_CHUNK_OBJECTS = env.int("SCAN_CHUNK_OBJECTS", default=1000)
 SCAN_CHUNK_LEASE_S = env.float("SCAN_CHUNK_LEASE_S", default=120.0)
+# Reads in flight across every worker process's chunks together (imports.scanning.shared): each running chunk
+# holds a share, renewed with its lease. Size SCAN_THREADS × scan processes against it (README, Scaling out).
+SCAN_MAX_INFLIGHT = env.int("SCAN_MAX_INFLIGHT", default=256)
 # S3 trouble (throttling, 5xx, timeouts, no connection) is retried by the scan itself, beyond botocore's
 # own retries, whose quota drains within seconds under a storm: each object again after a backoff
 # with jitter from SCAN_RETRY_BASE_S up to SCAN_RETRY_MAX_S. After SCAN_PATIENCE_S of continuous

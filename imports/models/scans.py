@@ -174,6 +174,10 @@ class Scan(models.Model):
     chunks_ended = models.PositiveIntegerField(default=0)
     chunks_sealed = models.BooleanField(default=False)
     fanned_in = models.BooleanField(default=False)
+    # Reads in flight each of its chunks may have (0: SCAN_THREADS). Halved when S3 answers SlowDown, at most
+    # once a second (read_limit_cut_at), then raised by one with each write that saw none (imports.scanning.shared).
+    read_limit = models.PositiveSmallIntegerField(default=0)
+    read_limit_cut_at = models.DateTimeField(null=True, blank=True)
 
     MAX_FOLDERS = 10_000
 
@@ -365,6 +369,8 @@ class ScanChunk(models.Model):
     objects_total = models.PositiveIntegerField(default=0)
     objects_done = models.PositiveIntegerField(default=0)
     requests = models.PositiveIntegerField(default=0)
+    # Its share of SCAN_MAX_INFLIGHT while it runs: the reads its process may have in flight.
+    reads = models.PositiveSmallIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -32,7 +32,7 @@ from django.utils import timezone
 from imports.aws import client as aws
 from imports.enqueue import SCAN_CHUNK, enqueue_task
 from imports.models import Scan, ScanChunk, ScanUnread
-from imports.scanning import inventory, run
+from imports.scanning import inventory, run, shared
 from imports.scanning.browse import s3_problem
 from imports.scanning.pipeline import (
     ListingGaveUp,
@@ -334,24 +334,28 @@ def scan_chunk_run(*, chunk_id: int) -> None:
 def _read_chunk(chunk: ScanChunk, owner: str, lease: timedelta) -> ScanChunk.State:
     scan = chunk.scan
 
-    def renew(new: int, requests: int) -> None:
+    def renew(new: int, requests: int, throttled: int) -> None:
         # In the write's own transaction: a write by a process that lost the lease is rolled back.
+        now = timezone.now()
         if not ScanChunk.objects.filter(
             pk=chunk.pk, lease_owner=owner, state=ScanChunk.State.RUNNING
         ).update(
-            lease_expires_at=timezone.now() + lease,
+            lease_expires_at=now + lease,
             objects_done=F("objects_done") + new,
             requests=F("requests") + requests,
         ):
             raise LeaseLost
+        reads = shared.read_share(
+            chunk_id=chunk.pk, scan_id=scan.pk, throttled=throttled, now=now
+        )
+        pipeline.window = shared.window_for(reads)
 
     def stop_check() -> None:
-        if (
-            Scan.objects.filter(pk=scan.pk)
-            .filter(Q(cancel_requested=True) | ~Q(status=Scan.Status.RUNNING))
-            .exists()
-        ):
+        stop, paused = shared.scan_state(scan.pk)
+        if stop:
             raise ScanCancelled
+        # The breaker is the scan's: another chunk that found S3 away (or back) says so here.
+        shared.follow_pause(pipeline, paused=paused)
 
     objects = [
         aws.S3Object(key=str(key), size=int(size), etag=str(etag), last_modified=None)
@@ -362,6 +366,11 @@ def _read_chunk(chunk: ScanChunk, owner: str, lease: timedelta) -> ScanChunk.Sta
         thread_name_prefix=f"scan-{scan.pk}-{chunk.sequence}",
     ) as pool:
         pipeline = ReadPipeline(scan, pool, on_write=renew, stop_check=stop_check)
+        pipeline.window = shared.window_for(
+            shared.read_share(
+                chunk_id=chunk.pk, scan_id=scan.pk, throttled=0, now=timezone.now()
+            )
+        )
         try:
             pipeline.add_page(objects, unread_rows=chunk.rest)
             pipeline.drain()

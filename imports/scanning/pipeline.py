@@ -128,12 +128,12 @@ class ReadPipeline:
         scan: Scan,
         pool: ThreadPoolExecutor,
         *,
-        on_write: Callable[[int, int], None] | None = None,
+        on_write: Callable[[int, int, int], None] | None = None,
         stop_check: Callable[[], None] | None = None,
     ) -> None:
         self.scan = scan
         self.pool = pool
-        # A chunk of a fanned-out scan (imports.scanning.fanout): on_write(new objects, requests) runs inside
+        # A chunk of a fanned-out scan (imports.scanning.fanout): on_write(new objects, requests, throttled) runs in
         # each write's transaction (it renews the chunk's lease, and raises to undo a write whose lease was
         # lost); stop_check after it raises ScanCancelled when the chunk should stop.
         self.on_write = on_write
@@ -166,6 +166,9 @@ class ReadPipeline:
         self.unread_in_db: set[str] = set()
         self.requests = 0
         self.bytes_read = 0
+        self.throttled = (
+            0  # reads S3 throttled since the last write (the fan-out's ramp)
+        )
         # What the listing found (the listing has no rows: these are set, not added).
         self.listed = 0
         self.bytes_total = 0
@@ -377,6 +380,7 @@ class ReadPipeline:
         self, obj: aws.S3Object, error: aws.AwsError, now: float, *, is_probe: bool
     ) -> None:
         self.last_error = error
+        self.throttled += isinstance(error, aws.Throttled)
         unread = self.failing.get(obj.key) or _Unread(
             obj, first_failure=now, error=error
         )
@@ -564,7 +568,8 @@ class ReadPipeline:
                 changes["listing_finished_at"] = timezone.now()
                 self.listing_finished_written = True
             if self.on_write is not None:
-                self.on_write(len(new), requests)
+                self.on_write(len(new), requests, self.throttled)
+                self.throttled = 0
             Scan.objects.filter(pk=self.scan.pk).update(**changes)
         self.stop_check()
         self.last_flush = time.monotonic()

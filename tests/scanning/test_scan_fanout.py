@@ -235,3 +235,35 @@ def test_the_scan_command_with_queue_prints_what_the_command_prints_without_it(
     assert len(lines_there) == 45
     assert lines_there == lines_here
     assert Scan.objects.values("origin").annotate(n=Count("pk")).get()["n"] == 5
+
+
+def test_a_slowdown_storm_across_both_processes_is_backed_off_and_every_object_read(
+    prefork_worker: WorkerProcess, localaws: LocalAWSHandle
+) -> None:
+    _put_objects(localaws, 120)
+    localaws.add_fault(service="s3", operation="GetObject", latency_ms=50)
+    # Ten reads go through, then 60% of GETs are throttled until the storm is lifted below.
+    localaws.add_fault(
+        service="s3", operation="GetObject", error="SlowDown", rate=0.6, after=10
+    )
+    scan = _start()
+
+    def throttled() -> int:
+        calls = localaws.calls("s3", "GetObject")
+        return len([c for c in calls if c.get("error") == "SlowDown"])
+
+    wait_for(
+        lambda: throttled() >= 40 or not Scan.objects.filter(pk=scan.pk, status__in=Scan.ACTIVE).exists(),
+        timeout=120,
+        what="the storm to throttle forty reads",
+    )  # fmt: skip
+    localaws.clear_faults()
+    _wait_until_ended(scan, prefork_worker)
+    assert throttled() >= 20
+    # Throttled reads were read again later, none recorded as the object's result.
+    _assert_every_object_once(scan, 120)
+    assert scan.objects_unreadable == 0
+    # The scan's read limit was cut (and ramped back after the storm).
+    assert scan.read_limit_cut_at is not None
+    pids = set(ScanChunk.objects.filter(scan=scan).values_list("lease_pid", flat=True))
+    assert len(pids) >= 2, pids

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from imports.enqueue import SCAN_CHUNK, SCAN_PREFIX
 from imports.models import Scan, ScanChunk, ScanObject, ScanUnread
-from imports.scanning import control, fanout
+from imports.scanning import control, fanout, shared
 from localaws.testing import LocalAWSHandle, dicom_bytes
 from tests.scanning import test_scan_inventory as inventories
 
@@ -313,3 +313,93 @@ def test_an_inventory_the_coordinator_refuses_fails_the_scan_with_its_message(
     assert scan.status == Scan.Status.FAILED
     assert "data/plain.csv.gz" in scan.error
     assert sent_tasks == []
+
+
+# --- shared through the database: the ramp, the read cap, the breaker ------------------------------------------
+
+
+def _running_chunks(
+    localaws: LocalAWSHandle, sent: list[tuple[str, int]], count: int
+) -> tuple[Scan, list[ScanChunk]]:
+    _put_objects(localaws, 10 * count)
+    scan = _coordinated(sent)
+    ScanChunk.objects.filter(scan=scan).update(
+        state=ScanChunk.State.RUNNING,
+        lease_expires_at=timezone.now() + timedelta(seconds=60),
+    )
+    return scan, list(ScanChunk.objects.filter(scan=scan))
+
+
+def test_slowdown_halves_the_scans_read_limit_at_most_once_a_second_and_it_ramps_back_by_one(
+    localaws: LocalAWSHandle,
+    sent_tasks: list[tuple[str, int]],
+    small_chunks: None,
+    settings: Any,
+) -> None:
+    settings.SCAN_THREADS = 32
+    scan, (chunk, other) = _running_chunks(localaws, sent_tasks, 2)
+    now = timezone.now()
+
+    def share(chunk: ScanChunk, throttled: int, at: Any) -> int:
+        return shared.read_share(
+            chunk_id=chunk.pk, scan_id=scan.pk, throttled=throttled, now=at
+        )
+
+    assert share(chunk, 0, now) == 32
+    assert share(chunk, 3, now) == 16
+    # Another chunk throttled in the same second: one cut for the scan, not two.
+    assert share(other, 5, now + timedelta(milliseconds=300)) == 16
+    assert share(chunk, 1, now + timedelta(milliseconds=1100)) == 8
+    assert share(chunk, 0, now + timedelta(milliseconds=1200)) == 9
+    assert share(other, 0, now + timedelta(milliseconds=1300)) == 10
+    scan.refresh_from_db()
+    assert scan.read_limit == 10
+
+
+def test_the_read_cap_across_processes_gives_a_newcomer_an_even_share_and_forgets_a_lapsed_lease(
+    localaws: LocalAWSHandle,
+    sent_tasks: list[tuple[str, int]],
+    small_chunks: None,
+    settings: Any,
+) -> None:
+    settings.SCAN_THREADS = 32
+    settings.SCAN_MAX_INFLIGHT = 40
+    scan, (first, second, lapsed) = _running_chunks(localaws, sent_tasks, 3)
+    ScanChunk.objects.filter(pk=lapsed.pk).update(
+        reads=32, lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    now = timezone.now()
+
+    def share(chunk: ScanChunk) -> int:
+        return shared.read_share(
+            chunk_id=chunk.pk, scan_id=scan.pk, throttled=0, now=now
+        )
+
+    assert share(first) == 32  # alone: the lapsed chunk holds nothing
+    assert share(second) == 20  # an even share of 40, though 8 were left
+    assert share(first) == 20  # the first gives up what the newcomer took
+    assert shared.live_reads(now) == 40
+    assert shared.window_for(20) == 20
+    assert shared.window_for(32) == 64
+
+
+def test_a_pause_one_chunk_records_pauses_every_chunk_until_one_finds_s3_back(
+    localaws: LocalAWSHandle, sent_tasks: list[tuple[str, int]], small_chunks: None
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imports.scanning.pipeline import ReadPipeline
+
+    scan, _chunks = _running_chunks(localaws, sent_tasks, 1)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pipeline = ReadPipeline(scan, pool)
+        assert shared.scan_state(scan.pk) == (False, False)
+        Scan.objects.filter(pk=scan.pk).update(paused_since=timezone.now())
+        stop, paused = shared.scan_state(scan.pk)
+        shared.follow_pause(pipeline, paused=paused)
+        assert (stop, pipeline.breaker.is_open, pipeline.paused) == (False, True, True)
+        Scan.objects.filter(pk=scan.pk).update(paused_since=None)
+        shared.follow_pause(pipeline, paused=shared.scan_state(scan.pk)[1])
+        assert (pipeline.breaker.is_open, pipeline.paused) == (False, False)
+    control.scan_cancel(scan=scan, actor=None)
+    assert shared.scan_state(scan.pk)[0] is True
