@@ -9,7 +9,7 @@ import signal
 from collections import Counter
 from collections.abc import Iterator
 
-import psutil
+import psutil  # type: ignore[import-untyped]  # no stubs; a dependency of locust (requirements-dev)
 import pytest
 from django.core.management import call_command
 from django.db.models import Count
