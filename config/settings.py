@@ -363,6 +363,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = [Queue(name) for name in ("default", "scan", "submit", "poll")]
 CELERY_TASK_ROUTES = {
     "imports.scan_prefix": {"queue": "scan"},
+    "imports.scan_chunk": {"queue": "scan"},
     "imports.job_submit": {"queue": "submit"},
     "imports.jobs_poll": {"queue": "poll"},
     "imports.job_ingest_results": {"queue": "poll"},
@@ -522,6 +523,14 @@ SCAN_STALL_TIMEOUT_S = env.int("SCAN_STALL_TIMEOUT_S", default=10 * 60)
 # A scan still QUEUED this long after it started is sent to the broker again (it was down then).
 SCAN_QUEUED_REQUEUE_S = env.int("SCAN_QUEUED_REQUEUE_S", default=60)
 SCAN_MAX_ATTEMPTS = env.int("SCAN_MAX_ATTEMPTS", default=3)
+# On the workers a scan fans out (imports.scanning.fanout): one chunk task per SCAN_CHUNK_OBJECTS listed
+# objects (one ListObjectsV2 page; at most 1,000 when listing). A chunk's worker renews its lease with every
+# write (twice a second); one not renewed for SCAN_CHUNK_LEASE_S lost its worker, and beat requeues it.
+SCAN_CHUNK_OBJECTS = env.int("SCAN_CHUNK_OBJECTS", default=1000)
+SCAN_CHUNK_LEASE_S = env.float("SCAN_CHUNK_LEASE_S", default=120.0)
+# Reads in flight across every worker process's chunks together (imports.scanning.shared): each running chunk
+# holds a share, renewed with its lease. Size SCAN_THREADS × scan processes against it (README, Scaling out).
+SCAN_MAX_INFLIGHT = env.int("SCAN_MAX_INFLIGHT", default=256)
 # S3 trouble (throttling, 5xx, timeouts, no connection) is retried by the scan itself, beyond botocore's
 # own retries, whose quota drains within seconds under a storm: each object again after a backoff
 # with jitter from SCAN_RETRY_BASE_S up to SCAN_RETRY_MAX_S. After SCAN_PATIENCE_S of continuous

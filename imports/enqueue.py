@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 # The names under which imports/tasks.py registers its tasks (test_enqueue checks each one).
 SCAN_PREFIX = "imports.scan_prefix"
+SCAN_CHUNK = "imports.scan_chunk"
 JOB_SUBMIT = "imports.job_submit"
 JOB_INGEST_RESULTS = "imports.job_ingest_results"
 JOB_NOTIFY = "imports.job_notify"
@@ -35,6 +36,7 @@ CAMPAIGN_STAGE = "imports.campaign_stage"
 CAMPAIGN_ADVANCE = "imports.campaign_advance"
 TASK_NAMES = (
     SCAN_PREFIX,
+    SCAN_CHUNK,
     JOB_SUBMIT,
     JOB_INGEST_RESULTS,
     JOB_NOTIFY,

@@ -14,7 +14,7 @@ from imports.jobs import submit as jobs
 from imports.jobs import tracking as jobtracking
 from imports.jobs import verification
 from imports.operations import audit_checkpoints, health
-from imports.scanning import control, run
+from imports.scanning import control, fanout
 
 
 @shared_task(
@@ -24,8 +24,21 @@ from imports.scanning import control, run
     time_limit=6 * 60 * 60 + 300,
 )
 def scan_prefix(scan_id: int) -> None:
-    # scan_run claims the scan with a conditional UPDATE, so a redelivered message does nothing.
-    run.scan_run(scan_id=scan_id)
+    # The coordinator: it claims the scan with a conditional UPDATE (a redelivered message does nothing),
+    # writes the listing as chunks and sends imports.scan_chunk for each; it does not wait for them.
+    fanout.scan_coordinate(scan_id=scan_id)
+
+
+@shared_task(
+    name="imports.scan_chunk",
+    acks_late=True,
+    soft_time_limit=60 * 60,
+    time_limit=60 * 60 + 300,
+)
+def scan_chunk(chunk_id: int) -> None:
+    # Claimed with a lease by a conditional UPDATE: a duplicate does nothing, a lost worker's chunk is
+    # claimed again once its lease has run out (beat requeues it, scans_recover_stalled).
+    fanout.scan_chunk_run(chunk_id=chunk_id)
 
 
 @shared_task(name="imports.scans_recover_stalled", ignore_result=True)

@@ -162,19 +162,16 @@ class WorkerProcess:
         return self.log.read_text(errors="replace")
 
 
-@pytest.fixture(scope="session")
-def celery_worker_process(
-    django_db_setup: None,
+def start_celery_worker(
     django_db_blocker: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     localaws_server: LocalAWS,
-) -> Iterator[WorkerProcess]:
-    """A `celery worker` in its own process, on the configured broker, the test database and localaws.
-
-    It consumes the app's queues, where its tasks go, and a queue of its own for the
-    round-trip test. Tests have a broker folder of their own (tests/settings.py), so a demo running
-    on the same machine never takes their messages.
-    """
+    *,
+    pool: tuple[str, ...] = ("-P", "solo"),
+    environment: dict[str, str] | None = None,
+) -> WorkerProcess:
+    """Start a `celery worker` in its own process, on the configured broker, the test database and localaws;
+    returns once it is ready. `pool` and `environment` (settings read from the environment) change it."""
     with django_db_blocker.unblock():  # type: ignore[attr-defined]
         database_url = _database_url_for_worker()
     queue = f"tests-{uuid.uuid4().hex[:8]}"
@@ -188,9 +185,10 @@ def celery_worker_process(
         "PYTHONUNBUFFERED": "1",
         "AWS_ENDPOINT_URL": localaws_server.endpoint_url,
         **_localaws_environment(),
+        **(environment or {}),
     }
     command = [
-        sys.executable, "-m", "celery", "-A", "config", "worker", "-P", "solo", "-Q", ",".join(queues),
+        sys.executable, "-m", "celery", "-A", "config", "worker", *pool, "-Q", ",".join(queues),
         "-I", "tests.worker_tasks", "--without-gossip", "--without-mingle", "--without-heartbeat",
         "-l", "INFO", "-n", f"{queue}@%h",
     ]  # fmt: skip
@@ -207,12 +205,33 @@ def celery_worker_process(
                 f"the Celery worker did not start:\n{worker.output()[-3000:]}"
             )
         time.sleep(0.2)
-    yield worker
-    process.terminate()
+    return worker
+
+
+def stop_celery_worker(worker: WorkerProcess) -> None:
+    worker.process.terminate()
     try:
-        process.wait(timeout=15)
+        worker.process.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        process.kill()
+        worker.process.kill()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(
+    django_db_setup: None,
+    django_db_blocker: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    localaws_server: LocalAWS,
+) -> Iterator[WorkerProcess]:
+    """A `celery worker -P solo` in its own process, on the configured broker, the test database and localaws.
+
+    It consumes the app's queues, where its tasks go, and a queue of its own for the
+    round-trip test. Tests have a broker folder of their own (tests/settings.py), so a demo running
+    on the same machine never takes their messages.
+    """
+    worker = start_celery_worker(django_db_blocker, tmp_path_factory, localaws_server)
+    yield worker
+    stop_celery_worker(worker)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ IAM policies (a test keeps the list and the calls here the same).
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from botocore.utils import parse_timestamp as botocore_parse_timestamp
 from django.conf import settings
 
 from imports.aws import metrics
+from imports.aws.once import built_once
 from imports.aws.ranged import RangedGetter
 
 if TYPE_CHECKING:
@@ -199,7 +199,7 @@ def _outcome(code: str, status: int) -> str:
     return "error"
 
 
-@functools.cache
+@built_once
 def _client(
     service: str,
     region: str,
@@ -292,7 +292,7 @@ def healthimaging_poll_client(region: str) -> HealthImagingClient:
     return client
 
 
-@functools.cache
+@built_once
 def _ranged_getter(region: str) -> RangedGetter:
     # A session of its own, as for each client: its credential chain (environment, profile, roles) is
     # resolved once here and refreshed by botocore when temporary credentials expire.

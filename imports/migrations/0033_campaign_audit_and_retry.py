@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("imports", "0030_campaigns"),
+        ("imports", "0032_scan_fanout"),
     ]
 
     operations = [

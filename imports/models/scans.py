@@ -167,6 +167,17 @@ class Scan(models.Model):
     # when S3 made it, so the page can say how old the listing is.
     inventory_uri = models.CharField(max_length=1024, blank=True)
     inventory_created_at = models.DateTimeField(null=True, blank=True)
+    # The fan-out on the workers (imports.scanning.fanout): the coordinator writes one ScanChunk per listing
+    # page and seals the scan once the last is written; each chunk that ends adds one to chunks_ended, and
+    # whoever makes chunks_ended equal to chunks_total on a sealed scan ends it (fanned_in, claimed once).
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_ended = models.PositiveIntegerField(default=0)
+    chunks_sealed = models.BooleanField(default=False)
+    fanned_in = models.BooleanField(default=False)
+    # Reads in flight each of its chunks may have (0: SCAN_THREADS). Halved when S3 answers SlowDown, at most
+    # once a second (read_limit_cut_at), then raised by one with each write that saw none (imports.scanning.shared).
+    read_limit = models.PositiveSmallIntegerField(default=0)
+    read_limit_cut_at = models.DateTimeField(null=True, blank=True)
 
     MAX_FOLDERS = 10_000
 
@@ -321,3 +332,60 @@ class ScanUnread(models.Model):
 
     def __str__(self) -> str:
         return f"scan {self.scan_id}: {self.key}"
+
+
+class ScanChunk(models.Model):
+    """A bounded batch of a scan's listed objects, read by one `imports.scan_chunk` task on the `scan` queue.
+
+    The task holds a lease (owner, pid, expiry) renewed with every write; a chunk whose lease ran out lost
+    its worker, and beat's recovery queues it again. Its objects already read are then in the cache.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        # Ended without reading everything: the scan was cancelled or ended otherwise meanwhile.
+        STOPPED = "stopped", "Stopped"
+
+    ENDED = (State.DONE, State.STOPPED)
+
+    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="chunks")
+    sequence = models.PositiveIntegerField()
+    # [[key, size, etag], ...], as listed; at most SCAN_CHUNK_OBJECTS of them.
+    batch = models.JSONField(default=list)
+    # The objects are a previous run's ScanUnread rows ("read the rest"): each one read is removed there.
+    rest = models.BooleanField(default=False)
+    # The ListObjectsV2 token after this chunk's page: where a coordinator that died resumes listing.
+    next_token = models.TextField(blank=True)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    lease_owner = models.CharField(max_length=255, blank=True)
+    lease_pid = models.PositiveIntegerField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Every process that claimed it, in order (a chunk requeued after its worker died has two).
+    pids = models.JSONField(default=list)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    objects_total = models.PositiveIntegerField(default=0)
+    objects_done = models.PositiveIntegerField(default=0)
+    requests = models.PositiveIntegerField(default=0)
+    # Its share of SCAN_MAX_INFLIGHT while it runs: the reads its process may have in flight.
+    reads = models.PositiveSmallIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["scan", "sequence"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["scan", "sequence"], name="unique_scan_chunk"
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["state", "lease_expires_at"], name="scan_chunk_lease_idx"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"scan {self.scan_id}, chunk {self.sequence}"

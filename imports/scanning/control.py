@@ -11,13 +11,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from imports.audit.records import Actor, audit_record
-from imports.enqueue import SCAN_PREFIX, enqueue_task
+from imports.enqueue import SCAN_CHUNK, SCAN_PREFIX, enqueue_task
 from imports.models import (
     DEFAULT_FILES_PER_JOB,
     MAX_BYTES_PER_JOB,
     AuditEvent,
     Datastore,
     Scan,
+    ScanChunk,
 )
 
 logger = logging.getLogger(__name__)
@@ -115,9 +116,15 @@ def scan_read_rest(*, scan: Scan, actor: Actor, enqueue: bool = True) -> bool:
                 cancel_requested=False,
                 # A fresh budget for the stalled-scan recovery: this is a new run of the scan.
                 attempts=0,
+                # The last run's chunks are done with: the rest is chunked anew from its unread rows.
+                chunks_total=0,
+                chunks_ended=0,
+                chunks_sealed=False,
+                fanned_in=False,
             )
             if not updated:
                 return False
+            ScanChunk.objects.filter(scan=scan).delete()
             audit_record(
                 actor=actor,
                 action=AuditEvent.Action.SCAN_STARTED,
@@ -139,9 +146,17 @@ def scans_recover_stalled() -> list[int]:
     again; without this the prefix could never be scanned again. Objects already read are in the
     cache, so the second attempt only reads the rest. After SCAN_MAX_ATTEMPTS the scan fails instead.
     """
-    cutoff = timezone.now() - timedelta(seconds=settings.SCAN_STALL_TIMEOUT_S)
-    stalled = Scan.objects.filter(status=Scan.Status.RUNNING, heartbeat_at__lt=cutoff)
+    chunks_recover_stalled()
     requeued: list[int] = []
+    cutoff = timezone.now() - timedelta(seconds=settings.SCAN_STALL_TIMEOUT_S)
+    # A fanned-out scan waiting for its chunks (queued behind other work, or requeued above) is not
+    # stalled: only a scan with no live chunk lost its coordinator or the process that was ending it.
+    live = ScanChunk.objects.filter(
+        state__in=[ScanChunk.State.QUEUED, ScanChunk.State.RUNNING]
+    ).values("scan_id")
+    stalled = Scan.objects.filter(
+        status=Scan.Status.RUNNING, heartbeat_at__lt=cutoff
+    ).exclude(pk__in=live)
     for scan in stalled:
         if scan.attempts >= settings.SCAN_MAX_ATTEMPTS:
             if Scan.objects.filter(
@@ -179,3 +194,41 @@ def scans_recover_stalled() -> list[int]:
     if requeued:
         logger.warning("Requeued stalled or undelivered scans %s", requeued)
     return requeued
+
+
+def chunks_recover_stalled() -> list[int]:
+    """Requeue the chunks whose lease ran out (their worker died mid-chunk); returns their scans.
+
+    The chunk is read again from its start; what the lost worker had read is in the cache and already
+    linked to the scan, so nothing is read or counted twice. A chunk queued for SCAN_STALL_TIMEOUT_S
+    whose message may never have reached the broker is sent again; a twin of a message that did arrive
+    does nothing, since the chunk is claimed with a conditional UPDATE.
+    """
+    now = timezone.now()
+    scans: list[int] = []
+    expired = ScanChunk.objects.filter(
+        state=ScanChunk.State.RUNNING, lease_expires_at__lt=now
+    ).values_list("pk", "scan_id", "lease_owner")
+    for pk, scan_id, owner in expired:
+        with transaction.atomic():
+            if ScanChunk.objects.filter(
+                pk=pk, state=ScanChunk.State.RUNNING, lease_expires_at__lt=now
+            ).update(state=ScanChunk.State.QUEUED, lease_owner="", enqueued_at=now):
+                logger.warning(
+                    "Scan %s: requeued a chunk whose worker (%s) was lost",
+                    scan_id,
+                    owner,
+                )
+                enqueue_task(SCAN_CHUNK, pk)
+                scans.append(scan_id)
+    unsent = ScanChunk.objects.filter(
+        state=ScanChunk.State.QUEUED,
+        enqueued_at__lt=now - timedelta(seconds=settings.SCAN_STALL_TIMEOUT_S),
+    ).values_list("pk", "scan_id")
+    for pk, scan_id in unsent:
+        if ScanChunk.objects.filter(pk=pk, state=ScanChunk.State.QUEUED).update(
+            enqueued_at=now
+        ):
+            enqueue_task(SCAN_CHUNK, pk)
+            scans.append(scan_id)
+    return sorted(set(scans))

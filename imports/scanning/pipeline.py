@@ -123,9 +123,21 @@ def _backoff(failures: int) -> float:
 class ReadPipeline:
     """Reads not-yet-cached object versions in the pool, retries transient failures, writes in batches."""
 
-    def __init__(self, scan: Scan, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        scan: Scan,
+        pool: ThreadPoolExecutor,
+        *,
+        on_write: Callable[[int, int, int], None] | None = None,
+        stop_check: Callable[[], None] | None = None,
+    ) -> None:
         self.scan = scan
         self.pool = pool
+        # A chunk of a fanned-out scan (imports.scanning.fanout): on_write(new objects, requests, throttled) runs in
+        # each write's transaction (it renews the chunk's lease, and raises to undo a write whose lease was
+        # lost); stop_check after it raises ScanCancelled when the chunk should stop.
+        self.on_write = on_write
+        self.stop_check = stop_check or (lambda: check_cancel(scan))
         # Twice the threads: the pool never waits for this thread, and a new folder's first
         # reads (at the default first-read size) stay few before its header size is learnt.
         self.window = settings.SCAN_THREADS * 2
@@ -154,6 +166,9 @@ class ReadPipeline:
         self.unread_in_db: set[str] = set()
         self.requests = 0
         self.bytes_read = 0
+        self.throttled = (
+            0  # reads S3 throttled since the last write (the fan-out's ramp)
+        )
         # What the listing found (the listing has no rows: these are set, not added).
         self.listed = 0
         self.bytes_total = 0
@@ -365,6 +380,7 @@ class ReadPipeline:
         self, obj: aws.S3Object, error: aws.AwsError, now: float, *, is_probe: bool
     ) -> None:
         self.last_error = error
+        self.throttled += isinstance(error, aws.Throttled)
         unread = self.failing.get(obj.key) or _Unread(
             obj, first_failure=now, error=error
         )
@@ -463,7 +479,21 @@ class ReadPipeline:
             reusable = [h for h in stored if h.reusable]
             # Rows that are not reusable are this scan's own: new rows, never an earlier scan's.
             own = [h for h in stored if not h.reusable]
-            own += headers_create([h for h in read if not h.reusable])
+            # A chunk run again after its worker died finds what that worker linked: a reusable version
+            # by its row (below), an object with a row of its own by its key.
+            private = [h for h in read if not h.reusable]
+            linked_keys = (
+                set(
+                    ScanObject.objects.filter(
+                        scan_id=self.scan.pk,
+                        header__bucket=self.scan.bucket,
+                        header__key__in=[h.key for h in private],
+                    ).values_list("header__key", flat=True)
+                )
+                if private
+                else set()
+            )
+            own += headers_create([h for h in private if h.key not in linked_keys])
             wanted = {(h.key, h.etag) for h in reusable}
             found: set[tuple[str, str]] = set()
             for key, etag, pk, status in ObjectHeader.objects.filter(
@@ -537,8 +567,11 @@ class ReadPipeline:
             if self.listing_finished and not self.listing_finished_written:
                 changes["listing_finished_at"] = timezone.now()
                 self.listing_finished_written = True
+            if self.on_write is not None:
+                self.on_write(len(new), requests, self.throttled)
+                self.throttled = 0
             Scan.objects.filter(pk=self.scan.pk).update(**changes)
-        check_cancel(self.scan)
+        self.stop_check()
         self.last_flush = time.monotonic()
 
 

@@ -1,7 +1,8 @@
 """`python manage.py scan s3://bucket/prefix/ [--json] [--rest] [--queue] [--inventory MANIFEST]`: scans, from a shell.
 
 Without --queue the scan runs in this process. With it, the scan is handed to the Celery workers (the `scan`
-queue), and the command waits for it to end, then prints the same summary or JSON lines.
+queue), where it fans out into chunk tasks over every worker process (imports.scanning.fanout), and the command
+waits for it to end, then prints the same summary or JSON lines.
 """
 
 from __future__ import annotations
@@ -133,8 +134,14 @@ class Command(BaseCommand):
                 return scan
             if scan.objects_done != reported and scan.status == Scan.Status.RUNNING:
                 reported = scan.objects_done
+                # The workers read it in chunks (imports.scanning.fanout), several at once.
+                chunks = (
+                    f" ({scan.chunks_ended:,} of {scan.chunks_total:,} chunks ended)"
+                    if scan.chunks_total
+                    else ""
+                )
                 self.stderr.write(
-                    f"  {scan.objects_done:,} of {scan.objects_listed:,} objects read"
+                    f"  {scan.objects_done:,} of {scan.objects_listed:,} objects read{chunks}"
                 )
             time.sleep(interval)
 
