@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from imports.audit import records as audit
-from imports.drafts import confirmation, prediction, preview
+from imports.drafts import approval, confirmation, prediction, preview
 from imports.drafts import services as drafts
 from imports.drafts.composer import draft_problems_with_studies
 from imports.drafts.summary import draft_summary
@@ -234,6 +234,10 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         and not frozen
         else None,
         "non_primary_refusal": non_primary_refusal,
+        # Known before pressing Confirm too: who still has to approve.
+        "approval_needed": ""
+        if frozen or notice
+        else approval.approval_problem(draft=draft),
         "accepted_non_primary": request.method == "POST"
         and request.POST.get("accept_non_primary") == "on",
         "revealed": draft.pk in request.session.get(REVEALED_SESSION_KEY, []),
