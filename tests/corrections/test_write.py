@@ -15,10 +15,12 @@ from django.core.management import call_command
 
 from imports.aws import client as aws
 from imports.corrections import matching, sheet, write
+from imports.drafts import approval
+from imports.drafts import services as drafts
 from imports.mappings.csvfile import mappings_read_csv
 from imports.models import AuditEvent, Datastore, ObjectHeader, Scan, ScanStudy
 from localaws.testing import LocalAWSHandle
-from tests.builders import BUCKET, PREFIX
+from tests.builders import BUCKET, INPUT, PREFIX
 from tests.corrections.conftest import (
     MERGE_1,
     MERGE_1_SERIES_2,
@@ -299,3 +301,46 @@ def test_the_audit_names_sheet_rows_files_and_tags_never_a_value(
     text = json.dumps(event.details) + event.summary
     assert "000988" not in text
     assert "Secret" not in text
+
+
+def test_the_written_mappings_uploaded_into_a_draft_need_an_approval_of_their_patient_changes(
+    store: Datastore,
+    write_sheet: Callable[[str], Path],
+    tmp_path: Path,
+    alice: User,
+) -> None:
+    sheet_path = write_sheet(
+        'AccessionNumber,"(0010,0020)",StudyDescription\n0012345,000988,CT BRAIN\n'
+    )
+    out = tmp_path / "mappings.csv"
+    assert write_run(sheet_path, out)[0] == 0
+    draft = drafts.draft_start(
+        actor=alice,
+        datastore=store,
+        input_s3_uri=INPUT,
+        output_s3_uri=store.output_s3_uri,
+    )
+    assert draft.scan == Scan.objects.get()  # the scan the write kept current
+    draft = drafts.draft_import_csv(
+        draft=draft, actor=alice, version=1, data=out.read_bytes()
+    )
+    assert approval.draft_patient_changes(draft=draft).tags == ["PatientID (0010,0020)"]
+    assert "PatientID (0010,0020) in 1 mapped file" in approval.approval_problem(
+        draft=draft
+    )
+
+
+def test_a_sheet_that_changes_nothing_writes_no_file_and_a_header_only_csv(
+    store: Datastore,
+    write_sheet: Callable[[str], Path],
+    localaws: LocalAWSHandle,
+    tmp_path: Path,
+) -> None:
+    sheet_path = write_sheet("AccessionNumber,StudyDescription\nM2,CT CHEST\n")
+    out = tmp_path / "mappings.csv"
+    localaws.clear_calls()
+    code, stdout, _ = write_run(sheet_path, out)
+    assert code == 0
+    assert "No row changes anything: no file was written" in stdout
+    assert out.read_text() == "studyInstanceUID,seriesInstanceUID,metadataFilePath\n"
+    assert not [c for c in localaws.calls("s3") if c["operation"] == "PutObject"]
