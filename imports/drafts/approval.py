@@ -48,24 +48,23 @@ def draft_patient_changes(*, draft: ImportDraft) -> PatientChanges:
     if draft.scan is None:
         return PatientChanges([], 0)
     prefix = draft.scan.prefix
-    mapped = {
-        prefix + path: etag
-        for path, etag in draft.mappings.values_list(
-            "metadata_file_path", "metadata_etag"
-        )
-    }
+    mapped = [
+        prefix + path
+        for path in draft.mappings.values_list("metadata_file_path", flat=True)
+    ]
     if not mapped:
         return PatientChanges([], 0)
     tags: set[int] = set()
     files = 0
     documents = (
         Header.objects.of_scan(draft.scan)
-        .filter(key__in=list(mapped), kind=Header.Kind.JSON)
-        .values_list("key", "etag", "json_document")
+        .filter(key__in=mapped, kind=Header.Kind.JSON)
+        .values_list("json_document", flat=True)
     )
-    for key, etag, document in documents:
-        if mapped[key] and mapped[key] != etag or not isinstance(document, dict):
-            continue  # a file changed since it was mapped is an error of its own (file_changed)
+    # The files as the scan holds them now: one rewritten since it was mapped is also a validation error.
+    for document in documents:
+        if not isinstance(document, dict):
+            continue
         found = {
             int(k, 16)
             for k, attribute in document.items()
