@@ -164,6 +164,7 @@ class DatastoreAdmin(admin.ModelAdmin[Datastore]):
         (None, {"fields": ["name", "enabled"]}),
         ("HealthImaging", {"fields": ["region", "datastore_id", "role_arn"]}),
         ("S3", {"fields": ["input_s3_uri", "output_s3_uri", "input_owner_account_id"]}),
+        ("Patient data", {"fields": ["require_approval"]}),
         (
             "Service quotas",
             {

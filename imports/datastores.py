@@ -52,12 +52,22 @@ def datastore_record_saved(
         for name, value in after.items()
         if before.get(name) != value
     }
+    # Four eyes on patient data is a safeguard: turning it off says so in the summary every viewer reads.
+    approval = changes.get("require_approval")
+    turned = (
+        " (approval of patient changes turned OFF)"
+        if approval and not approval["after"]
+        else " (approval of patient changes turned on)"
+        if approval
+        else ""
+    )
     audit_record(
         actor=actor,
         action=AuditEvent.Action.DATASTORE_CHANGED,
         target=datastore,
         summary=f"Changed datastore “{datastore.name}”"
-        + (f": {', '.join(changes)}" if changes else " (nothing changed)"),
+        + (f": {', '.join(changes)}" if changes else " (nothing changed)")
+        + turned,
         details={"changes": changes},
     )
 

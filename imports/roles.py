@@ -1,4 +1,4 @@
-"""The three roles and what each may do.
+"""The three roles and what each may do, and the Approver grant.
 
 Groups are created by a data migration (imports/migrations/0002_roles.py). A later migration that
 adds a model or a permission calls `sync_role_groups` again so the groups keep up.
@@ -11,11 +11,18 @@ from typing import Any
 VIEWER = "Viewer"
 OPERATOR = "Operator"
 ADMINISTRATOR = "Administrator"
-ROLES = (VIEWER, OPERATOR, ADMINISTRATOR)
+# Not a rank of its own but a grant on top of one: an administrator adds this group to a Viewer or an Operator
+# who may approve drafts that change patient data (four eyes). Administrators hold the permission too, as they
+# hold every permission of the app; the rule that the approver is not the author of the draft's last change
+# (imports.drafts.approval) is what keeps four eyes for them.
+APPROVER = "Approver"
+APPROVE_PERMISSION = "approve_patient_changes"
+ROLES = (VIEWER, OPERATOR, ADMINISTRATOR, APPROVER)
 
 # Operators browse, scan, compose and submit; Viewers read everything; Administrators also manage
 # datastores and users in the admin site.
 OPERATOR_EXTRA = ("browse_datastore", "import_to_datastore", "reveal_phi")
+# Approving is a separate grant (APPROVER), never part of the Operator role.
 ADMIN_AUTH_MODELS = ("user", "group")
 # The audit trail is append-only for everyone, administrators included.
 NEVER_GRANTED = ("add_auditevent", "change_auditevent", "delete_auditevent")
@@ -32,6 +39,8 @@ def role_permission_codenames(
     }
     if role == VIEWER:
         return viewer
+    if role == APPROVER:
+        return {("imports", APPROVE_PERMISSION)} & available
     operator = viewer | {
         ("imports", code) for code in OPERATOR_EXTRA if ("imports", code) in available
     }

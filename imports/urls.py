@@ -85,6 +85,7 @@ urlpatterns = [
     path("drafts/<int:pk>/csv/", drafts.draft_upload_csv, name="draft_upload_csv"),
     path("drafts/<int:pk>/mappings.csv", drafts.draft_export, name="draft_export"),
     path("drafts/<int:pk>/settings/", drafts.draft_settings, name="draft_settings"),
+    path("drafts/<int:pk>/approve/", drafts.draft_approve, name="draft_approve"),
     path(
         "drafts/<int:pk>/refresh/",
         drafts.draft_refresh_index,

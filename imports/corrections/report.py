@@ -12,6 +12,7 @@ from typing import Any
 
 from imports.corrections.matching import RowResult
 from imports.corrections.sheet import Problem
+from imports.corrections.write import WriteResult
 
 # `import_job corrections --help`.
 HELP = """A dry run of a correction sheet against the latest completed scan of the input prefix
@@ -22,7 +23,13 @@ study of that patient. Value columns: a DICOM keyword or tag; name a key attribu
 spreadsheet shows them (the header is row 1).
 
 Patient values (PatientName, PatientID, every person name and group 0010) are always masked in the output.
-Nothing is written. Exit 0 when no row has an error ("unchanged" rows are warnings), 1 otherwise."""
+Without --write nothing is written. With --write --mappings-out FILE, each corrected study (or series) gets one
+DICOM JSON file under the input prefix, metadata/corrections/<sheet id>/<UID>.json (the sheet id: the first 12 hex
+digits of the sheet's sha256), written only where no file is or over the version the scan found; the files are
+recorded in the scan and audited (tags, never values), and FILE gets their mappings, ready for
+`import_job validate --mappings FILE` and `import_job submit --mappings FILE`. A row with an error, or a sheet that
+corrects more than 1,000 studies, writes nothing.
+Exit 0 when no row has an error ("unchanged" rows are warnings), 1 otherwise."""
 
 
 def row_json(result: RowResult) -> dict[str, Any]:
@@ -108,3 +115,36 @@ def summary_line(results: Sequence[RowResult]) -> str:
 
 def _quoted(value: Any) -> str:
     return "(empty)" if value in (None, "") else f"“{value}”"
+
+
+def written_line(result: WriteResult, mappings_out: str) -> str:
+    n = len(result.files)
+    if not n:
+        return f"No row changes anything: no file was written; {mappings_out} holds the header row only."
+    rewritten = sum(bool(f.previous_etag) for f in result.files)
+    return (
+        f"Wrote {n} file{'s' if n != 1 else ''} under metadata/corrections/{result.sheet_id}/ "
+        f"({rewritten} over an earlier version) and {n} mapping{'s' if n != 1 else ''} to {mappings_out}; "
+        f"check them with: python manage.py import_job validate --datastore NAME --mappings {mappings_out}"
+    )
+
+
+def written_json(result: WriteResult, mappings_out: str) -> dict[str, Any]:
+    """The last line with --write --json: no row, status "written"."""
+    return {
+        "row": None,
+        "status": "written",
+        "sheet_id": result.sheet_id,
+        "files": [
+            {
+                "path": f.path,
+                "study_instance_uid": f.study,
+                "series_instance_uid": f.series or None,
+                "etag": f.etag,
+                "rewritten": bool(f.previous_etag),
+                "tags_changed": f.tags_changed,
+            }
+            for f in result.files
+        ],
+        "mappings_out": mappings_out,
+    }

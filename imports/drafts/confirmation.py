@@ -1,7 +1,8 @@
 """Confirming a draft: every check again, against S3 as it is now, then the import job (imports.jobs.submit.job_create).
 
 A series predicted to make a non-primary image set (imports.drafts.prediction) must be accepted first; a
-prediction that could not run blocks nothing.
+prediction that could not run blocks nothing. A draft that changes patient data needs a second person's approval
+of this very version when its datastore requires it (imports.drafts.approval).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from django.utils import timezone
 
 from imports.audit.records import Actor, audit_record
 from imports.aws import client as aws
+from imports.drafts.approval import approval_current, approval_problem
 from imports.drafts.prediction import Prediction, prediction_for_job
 from imports.drafts.prediction_runs import draft_prediction_state
 from imports.drafts.services import (
@@ -31,6 +33,10 @@ from imports.scanning.lookup import scan_is_current
 
 class NonPrimaryRefused(DraftRefused):
     """Some series are predicted to fork a non-primary image set and the user has not accepted it."""
+
+
+class ApprovalMissing(DraftRefused):
+    """The draft changes patient data and no approval holds for its current version."""
 
 
 def draft_confirm(
@@ -84,6 +90,8 @@ def draft_confirm(
         raise DraftRefused(
             f"{len(errors)} error{'s' if len(errors) != 1 else ''} must be fixed before the import can be confirmed."
         )
+    if problem := approval_problem(draft=current):
+        raise ApprovalMissing(problem)
     if warnings and not acknowledged_warnings:
         raise DraftRefused(
             f"Tick the box to acknowledge the {len(warnings)} warning{'s' if len(warnings) != 1 else ''} first."
@@ -103,6 +111,7 @@ def draft_confirm(
             "tick “I accept that these series make non-primary image sets” to confirm, or override the "
             "differing attributes to match the stored ones. Nothing was confirmed."
         )
+    approved = approval_current(draft=current)
     request = draft_request(draft=current)
     payload = json.dumps(request, sort_keys=True, separators=(",", ":")).encode()
     with transaction.atomic():
@@ -149,6 +158,7 @@ def draft_confirm(
                 "acknowledged_warnings": sorted({p.code for p in warnings}),
                 "prediction": _prediction_counts(predicted),
                 "accepted_non_primary": bool(predicted.non_primary),
+                "approval": approved.pk if approved is not None else None,
                 "idempotency_key": idempotency_key,
             },
         )

@@ -17,6 +17,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 
 from imports.audit.records import Actor, audit_record
+from imports.drafts.approval import approvals_void
 from imports.drafts.suggestions import draft_suggestions
 from imports.jobs import request as jobrequest
 from imports.mappings.csvfile import CsvRefused, mappings_read_csv
@@ -236,8 +237,9 @@ def draft_frozen_problem(draft: ImportDraft) -> str:
 
 
 @contextmanager
-def _editing(draft: ImportDraft, version: int) -> Iterator[ImportDraft]:
-    """Lock the draft, refuse a stale version, and bump the version and content hash after the change."""
+def _editing(draft: ImportDraft, version: int, actor: Actor) -> Iterator[ImportDraft]:
+    """Lock the draft, refuse a stale version, bump the version and content hash after the change, note who made
+    it, and void the approvals of the version before (drafts.approval)."""
     with transaction.atomic():
         locked = ImportDraft.objects.select_for_update().get(pk=draft.pk)
         if problem := draft_frozen_problem(locked):
@@ -247,7 +249,9 @@ def _editing(draft: ImportDraft, version: int) -> Iterator[ImportDraft]:
         yield locked
         locked.version += 1
         locked.content_hash = draft_content_hash(draft=locked)
+        locked.changed_by = actor if isinstance(actor, User) else None
         locked.save()
+        approvals_void(draft=locked, actor=actor)
 
 
 def _mapping_rows(draft: ImportDraft) -> dict[tuple[str, str], DraftMapping]:
@@ -266,7 +270,7 @@ def _apply(
     summary: str,
 ) -> ImportDraft:
     """Insert or replace mappings (study, series, path, etag) and remove others, as one audited change."""
-    with _editing(draft, version) as locked:
+    with _editing(draft, version, actor) as locked:
         existing = _mapping_rows(locked)
         added, changed, removed = [], [], []
         for key in removals:
@@ -451,7 +455,7 @@ def draft_unmap(
 def draft_update_settings(
     *, draft: ImportDraft, actor: Actor, version: int, job_name: str, output_s3_uri: str
 ) -> ImportDraft:
-    with _editing(draft, version) as locked:
+    with _editing(draft, version, actor) as locked:
         before = {"job_name": locked.job_name, "output_s3_uri": locked.output_s3_uri}
         locked.job_name, locked.output_s3_uri = job_name, output_s3_uri
         after = {"job_name": job_name, "output_s3_uri": output_s3_uri}
@@ -475,7 +479,7 @@ def draft_refresh_index(
     scan = index_for_prefix(
         actor=actor, datastore=draft.datastore, bucket=bucket, prefix=prefix
     )
-    with _editing(draft, version) as locked:
+    with _editing(draft, version, actor) as locked:
         locked.scan = scan
     return locked
 

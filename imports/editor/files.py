@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F
+from django.db.models import Count
 
 from imports.audit.records import Actor, audit_record
 from imports.aws import client as aws
@@ -45,12 +44,12 @@ from imports.models import (
     ImportDraft,
     ObjectHeader,
     Scan,
-    ScanObject,
     ScanSeries,
     ScanStudy,
 )
 from imports.scanning.index import SERIES_ATTRIBUTES, STUDY_ATTRIBUTES
 from imports.scanning.storable import json_storable
+from imports.scanning.written import scan_record_written
 from imports.storable_text import text_storable
 from imports.validators import split_s3_uri
 
@@ -483,7 +482,7 @@ def editor_save(
         ) from None
     assert draft.scan is not None
     with transaction.atomic():
-        previous = _record_written(
+        previous = scan_record_written(
             scan=draft.scan,
             bucket=bucket,
             key=prefix + path,
@@ -526,57 +525,3 @@ def editor_save(
     return Saved(
         path, etag, len(body), mapped, [tag_label(int(k, 16)) for k in changed]
     )
-
-
-def _record_written(
-    *,
-    scan: Scan,
-    bucket: str,
-    key: str,
-    etag: str,
-    size: int,
-    document: dict[str, Any],
-    study_uids: list[str],
-    series_uids: list[str],
-) -> dict[str, Any] | None:
-    """Put the file just written into the scan, as if the scan had read it; return the replaced version's document.
-
-    The draft's index is its scan: validation, the preview and the confirmation's "is the prefix unchanged"
-    listing all compare against the scan's objects. The dashboard wrote this object and checked it with the
-    scan's own validator, so recording it is what rescanning that one object would do, without the GET.
-    """
-    header, _ = ObjectHeader.objects.update_or_create(
-        bucket=bucket,
-        key=key,
-        etag=etag,
-        reusable=True,
-        defaults={
-            "size": size,
-            "kind": ObjectHeader.Kind.JSON,
-            "status": ObjectHeader.Status.JSON_VALID,
-            "error": "",
-            "json_document": document,
-            "json_study_uids": sorted(study_uids),
-            "json_series_uids": sorted(series_uids),
-            "json_errors": [],
-        },
-    )
-    replaced = list(
-        ScanObject.objects.filter(scan=scan, header__bucket=bucket, header__key=key)
-        .exclude(header=header)
-        .values_list("pk", "header__size", "header__json_document")
-    )
-    ScanObject.objects.filter(pk__in=[pk for pk, _, _ in replaced]).delete()
-    _, created = ScanObject.objects.get_or_create(scan=scan, header=header)
-    if replaced:
-        Scan.objects.filter(pk=scan.pk).update(
-            bytes_total=F("bytes_total") + size - replaced[0][1]
-        )
-        return replaced[0][2] or {}
-    if created:
-        Scan.objects.filter(pk=scan.pk).update(
-            objects_listed=F("objects_listed") + 1,
-            objects_done=F("objects_done") + 1,
-            bytes_total=F("bytes_total") + size,
-        )
-    return None

@@ -30,6 +30,7 @@ from imports.jobs.search import job_has_failures, job_search
 from imports.models import (
     AuditEvent,
     Datastore,
+    DraftApproval,
     ImportJob,
     ImportJobResult,
     Scan,
@@ -292,6 +293,34 @@ class ComposerPagesForm(forms.Form):
     def clean_series(self) -> str:
         series: str = self.cleaned_data["series"]
         return series if ASCII_UID.fullmatch(series) else ""
+
+
+class DraftApprovalForm(DraftVersionForm):
+    """An approver's decision on the version of the draft the page showed: approve or refuse, why, a note."""
+
+    decision = forms.ChoiceField(
+        choices=[("approve", "Approve"), ("refuse", "Refuse")],
+        error_messages={
+            "required": "choose Approve or Refuse.",
+            "invalid_choice": "'%(value)s' is not a decision; choose Approve or Refuse.",
+        },
+    )
+    reason = forms.ChoiceField(
+        choices=DraftApproval.Reason.choices,
+        error_messages={
+            "required": "choose one: correction, merge or de-identification.",
+            "invalid_choice": "'%(value)s' is not a reason; choose correction, merge or de-identification.",
+        },
+    )
+    note = forms.CharField(
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="What was checked, for the audit trail (no patient values needed).",
+    )
+
+    def clean_note(self) -> str:
+        return str(self.cleaned_data["note"]).strip()
 
 
 class DraftSettingsForm(DraftVersionForm):

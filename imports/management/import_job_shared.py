@@ -77,6 +77,19 @@ def _scan_actor(datastore: Datastore, uri: str) -> AbstractBaseUser:
         ) from None
 
 
+def _write_actor() -> AbstractBaseUser:
+    """Whom `corrections --write` is audited as: the OS user's account (the command takes no --user)."""
+    try:
+        return _actor(None)
+    except CommandError:
+        raise CommandError(
+            "--write records the write in the audit trail as the account named after the OS user running this "
+            "command, and there is none (or it is not active): run it as a user who has an account. Nothing "
+            "was written.",
+            returncode=1,
+        ) from None
+
+
 def _datastore(name: str) -> Datastore:
     datastore = Datastore.objects.filter(name=name, enabled=True).first()
     if datastore is None:

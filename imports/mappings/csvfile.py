@@ -38,6 +38,27 @@ def csv_unguard(cell: str) -> str:
     return cell
 
 
+def csv_guard(cell: str) -> str:
+    """The export's formula guard, which `csv_unguard` undoes: a quote before a cell a spreadsheet would run."""
+    return "'" + cell if cell.lstrip("'").startswith(FORMULA_STARTS) else cell
+
+
+def mappings_csv_text(mappings: Sequence[Mapping]) -> str:
+    """Mappings as the CSV `mappings_read_csv` reads back: the header row, then one row per mapping."""
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for mapping in mappings:
+        writer.writerow(
+            [
+                mapping.study_instance_uid,
+                mapping.series_instance_uid,
+                csv_guard(mapping.metadata_file_path),
+            ]
+        )
+    return out.getvalue()
+
+
 class CsvRefused(Exception):
     """The CSV cannot be used; `problems` say why, row by row. Nothing may be applied from it."""
 

@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("imports", "0030_campaigns"),
+        ("imports", "0031_approval"),
     ]
 
     operations = [

@@ -17,7 +17,12 @@ from imports.models.datastores import (
     MAX_BYTES_PER_JOB,
     Datastore,
 )
-from imports.models.drafts import DraftMapping, DraftPrediction, ImportDraft
+from imports.models.drafts import (
+    DraftApproval,
+    DraftMapping,
+    DraftPrediction,
+    ImportDraft,
+)
 from imports.models.jobs import ImportJob, ImportJobResult, RateLimit
 from imports.models.operations import Heartbeat, TaskLease
 from imports.models.scans import (
@@ -39,6 +44,7 @@ __all__ = [
     "AppendOnlyError",
     "AuditEvent",
     "AuditEventQuerySet",
+    "DraftApproval",
     "Campaign",
     "CampaignCopy",
     "CampaignJob",

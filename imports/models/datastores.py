@@ -110,6 +110,13 @@ class Datastore(models.Model):
     enabled = models.BooleanField(
         default=True, help_text="Disabled datastores are hidden from operators."
     )
+    require_approval = models.BooleanField(
+        "require approval of patient changes",
+        default=True,
+        help_text="A draft whose metadata files set a patient attribute (group 0010 or a person name) must be "
+        "approved by a second person with the Approver permission before it can be confirmed. Turning this "
+        "off is recorded in the audit trail.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -129,6 +136,10 @@ class Datastore(models.Model):
             ("reveal_phi", "Can reveal masked patient names and IDs (audited)"),
             ("check_datastore", "Can run “Check connection”"),
             ("administer", "Can use the admin site (datastores, users and roles)"),
+            (
+                "approve_patient_changes",
+                "Can approve drafts that change patient data (not their own changes)",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -53,6 +53,14 @@ class ImportDraft(models.Model):
         related_name="derived_drafts",
     )
     version = models.PositiveIntegerField(default=1)
+    # Who made the last change (null: the owner, or the system): an approver must be someone else.
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     # sha256 over the mappings and the ETags of the files they name (drafts.draft_content_hash).
     content_hash = models.CharField(max_length=64, blank=True)
     # Set once, by the confirmation that made this draft's job: from then on the draft is frozen (every
@@ -137,3 +145,43 @@ class DraftPrediction(models.Model):
 
     def __str__(self) -> str:
         return f"prediction of draft {self.draft_id}: {self.studies_done} of {self.studies_total} studies"
+
+
+class DraftApproval(models.Model):
+    """A second person's decision on a draft that changes patient data, for one version of it.
+
+    It holds for the version and content hash it names: any later change to the draft bumps the version, so a
+    comparison (imports.drafts.approval) tells a stale approval from a valid one without a signal; the change
+    also records the voiding (`voided_at`) for the audit trail.
+    """
+
+    class Decision(models.TextChoices):
+        APPROVED = "approved", "Approved"
+        REFUSED = "refused", "Refused"
+
+    class Reason(models.TextChoices):
+        CORRECTION = "correction", "Correction"
+        MERGE = "merge", "Merge"
+        DEIDENTIFICATION = "de-identification", "De-identification"
+
+    draft = models.ForeignKey(
+        ImportDraft, on_delete=models.CASCADE, related_name="approvals"
+    )
+    draft_version = models.PositiveIntegerField()
+    content_hash = models.CharField(max_length=64)
+    approver = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Copied, so that the job page still names the approver after the account is deleted.
+    approver_username = models.CharField(max_length=150)
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    reason = models.CharField(max_length=32, choices=Reason.choices)
+    note = models.TextField(blank=True, max_length=2000)
+    created_at = models.DateTimeField(auto_now_add=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_decision_display()} by {self.approver_username}"

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -20,11 +21,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HTMX_STOP_POLLING
 
 from imports.audit import records as audit
+from imports.drafts import approval
 from imports.drafts import selectors as draft_selectors
 from imports.drafts import services as drafts
 from imports.drafts.composer import draft_composer
 from imports.forms import (
     ComposerPagesForm,
+    DraftApprovalForm,
     DraftAssignForm,
     DraftCsvForm,
     DraftFilterForm,
@@ -62,7 +65,8 @@ def get_draft_for_user(request: HttpRequest, pk: int) -> ImportDraft:
     if not request.user.has_perm("imports.view_importdraft"):
         raise PermissionDenied("imports.view_importdraft")
     return get_object_or_404(
-        ImportDraft.objects.select_related("datastore", "scan", "owner"), pk=pk
+        ImportDraft.objects.select_related("datastore", "scan", "owner", "changed_by"),
+        pk=pk,
     )
 
 
@@ -178,6 +182,7 @@ def _composer_response(
     refusal: str = "",
     refusal_problems: list[Any] | None = None,
     settings_form: DraftSettingsForm | None = None,
+    approval_form: DraftApprovalForm | None = None,
     undo: dict[str, str] | None = None,
 ) -> HttpResponse:
     # The pages shown, from the link (GET) or carried by the change's form (POST).
@@ -194,6 +199,12 @@ def _composer_response(
         "confirmed_job": draft.jobs.order_by("created_at", "pk").first()
         if draft.confirmed_at
         else None,
+        "approval": approval.approval_card(
+            draft=draft,
+            user=request.user if isinstance(request.user, User) else None,
+        ),
+        "approval_form": approval_form
+        or DraftApprovalForm(initial={"version": draft.version}),
         "refusal": refusal,
         "undo": undo,
         "refusal_problems": refusal_problems or [],
@@ -409,6 +420,41 @@ def draft_upload_csv(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         version=form.cleaned_data["version"],
         data=data,
     )
+
+
+@require_POST
+@permission_required(approval.PERMISSION)
+def draft_approve(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """An approver approves or refuses the patient changes of the draft version the page showed."""
+    draft = get_draft_for_user(request, pk)
+    form = DraftApprovalForm(request.POST)
+    if not form.is_valid():
+        reasons = " ".join(
+            f"{form.fields[name].label or name.capitalize()}: {' '.join(str(e) for e in errors)}"
+            for name, errors in form.errors.items()
+        )
+        return _composer_response(
+            request,
+            draft,
+            status=REFUSED,
+            refusal=f"Nothing was recorded. {reasons}",
+            approval_form=form,
+        )
+    assert isinstance(request.user, User)
+    try:
+        approval.draft_decide(
+            draft=draft,
+            actor=request.user,
+            version=form.cleaned_data["version"],
+            approve=form.cleaned_data["decision"] == "approve",
+            reason=form.cleaned_data["reason"],
+            note=form.cleaned_data["note"],
+        )
+    except approval.ApprovalRefused as refused:
+        return _composer_response(
+            request, draft, status=REFUSED, refusal=str(refused), approval_form=form
+        )
+    return _back_to_composer(request, draft)
 
 
 @require_POST

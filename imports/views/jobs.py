@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
 from imports.audit import records as audit
-from imports.drafts import from_job
+from imports.drafts import approval, from_job
 from imports.forms import JobFilterForm, JobResultFilterForm
 from imports.jobs import submit as jobs
 from imports.jobs import verification
@@ -196,6 +196,7 @@ def job_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             ).order_by("created_at", "id")[:200],
             "can_import": request.user.has_perm("imports.import_to_datastore"),
             "derived_drafts": job.derived_drafts.all()[:20],
+            "approval": approval.job_approval(job),
         }
     )
     if job.results == ImportJob.Results.DONE:

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HTMX_STOP_POLLING
 
 from imports.audit import records as audit
-from imports.drafts import confirmation, prediction, prediction_runs, preview
+from imports.drafts import approval, confirmation, prediction, prediction_runs, preview
 from imports.drafts import services as drafts
 from imports.drafts.composer import draft_problems_with_studies
 from imports.drafts.summary import draft_summary
@@ -239,6 +239,10 @@ def draft_confirm(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "prediction": predicted.prediction if predicted else None,
         "prediction_running": predicted if predicted and predicted.running else None,
         "non_primary_refusal": non_primary_refusal,
+        # Known before pressing Confirm too: who still has to approve.
+        "approval_needed": ""
+        if frozen or notice
+        else approval.approval_problem(draft=draft),
         "accepted_non_primary": request.method == "POST"
         and request.POST.get("accept_non_primary") == "on",
         "revealed": draft.pk in request.session.get(REVEALED_SESSION_KEY, []),

@@ -64,6 +64,9 @@ EXPECTED: dict[str, tuple[Rule, Rule]] = {
     "imports:draft_upload_csv": (None, OPERATOR),
     "imports:draft_export": (VIEWER, None),
     "imports:draft_settings": (None, OPERATOR),
+    # Approving patient changes: the Approver grant, which administrators hold too (the matrix's roles
+    # hold no separate Approver group; tests/drafts/test_approval.py covers one).
+    "imports:draft_approve": (None, ADMINISTRATOR),
     "imports:draft_refresh_index": (None, OPERATOR),
     "imports:draft_delete": (OPERATOR, OPERATOR),
     "imports:draft_preview": (VIEWER, None),

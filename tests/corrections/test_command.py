@@ -178,9 +178,9 @@ def test_an_unreadable_sheet_file_is_refused(store: Datastore, tmp_path: Path) -
         )  # fmt: skip
 
 
-def test_the_help_says_patient_values_are_always_masked() -> None:
+def test_the_help_says_patient_values_are_always_masked_and_what_write_writes() -> None:
     assert "always masked" in report.HELP
-    assert "--write" not in report.HELP
+    assert "metadata/corrections/<sheet id>/<UID>.json" in report.HELP
 
 
 def test_without_an_account_for_the_os_user_it_uses_an_existing_scan_and_asks_for_one_to_start_one(

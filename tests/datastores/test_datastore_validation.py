@@ -207,7 +207,8 @@ def test_it_rejects_the_same_datastore_twice_in_one_region(db: None) -> None:
 
 
 def admin_form_data(**overrides: object) -> dict[str, object]:
-    data = {**VALID, "enabled": "on", **overrides}
+    # The admin's form shows both boxes ticked by default, as their model defaults are.
+    data = {**VALID, "enabled": "on", "require_approval": "on", **overrides}
     return {key: value for key, value in data.items() if value is not None}
 
 
@@ -320,3 +321,24 @@ def test_the_command_lists_datastores(
     assert lines[1].split() == [
         "Radiology", "us-east-1", datastore.datastore_id, datastore.input_s3_uri, datastore.output_s3_uri, "yes",
     ]  # fmt: skip
+
+
+def test_turning_off_the_approval_of_patient_changes_in_the_admin_is_audited(
+    client_carol: Client,
+) -> None:
+    client_carol.post("/admin/imports/datastore/add/", admin_form_data())
+    datastore = Datastore.objects.get()
+    assert datastore.require_approval is True
+    response = client_carol.post(
+        f"/admin/imports/datastore/{datastore.pk}/change/",
+        admin_form_data(require_approval=None),
+    )
+    assert response.status_code == 302
+    datastore.refresh_from_db()
+    assert datastore.require_approval is False
+    event = AuditEvent.objects.get(action=AuditEvent.Action.DATASTORE_CHANGED)
+    assert event.actor_username == "carol"
+    assert event.details == {
+        "changes": {"require_approval": {"before": True, "after": False}}
+    }
+    assert event.summary.endswith("(approval of patient changes turned OFF)")

@@ -2,7 +2,7 @@
 from a shell.
 
     import_job validate --datastore NAME [--input s3://…] --mappings FILE.csv [--predict] [--json] [--user NAME]
-    import_job corrections --datastore NAME [--input s3://…] --sheet FILE [--json]
+    import_job corrections --datastore NAME [--input s3://…] --sheet FILE [--json] [--write --mappings-out FILE]
     import_job submit --datastore NAME [--input s3://…] [--output s3://…] [--name N] [--mappings FILE.csv]
                       [--accept-warnings] [--allow-duplicate] [--user NAME]
     import_job status ID [--wait] [--json]      (--wait: until ended, results read, verification done)
@@ -19,7 +19,9 @@ already made, unless --allow-duplicate, which still warns on stderr), or creates
 on the last line. Both scan the input prefix first when its latest scan is missing or out of date, as the composer
 does, and record in the audit trail the account of whoever runs them: --user NAME, else the OS user's name.
 `corrections` is a dry run of a correction sheet (CSV or XLSX): each row's match and changes against the latest
-scan of the prefix (scanned first as above), or its problem; it writes nothing and exits as `validate` does.
+scan of the prefix (scanned first as above), or its problem; it writes nothing and exits as `validate` does. With
+--write --mappings-out FILE it also writes one DICOM JSON file per corrected study or series under the prefix and the
+mappings CSV (imports.corrections.write), unless a row has an error or the sheet corrects over 1,000 studies.
 `status --wait` exits 0 only for a job completed with no failed file, 1 otherwise (STATUS_EXIT_CODES). Each
 subcommand is a `_<name>` method.
 """
@@ -37,7 +39,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from imports.corrections import matching, report, sheet
+from imports.corrections import matching, report, sheet, write
 from imports.drafts import prediction
 from imports.jobs import derived as duplicates
 from imports.jobs import request as jobrequest
@@ -53,8 +55,9 @@ from imports.management.import_job_shared import (
     _print_problems,
     _read_mappings,
     _scan_actor,
+    _write_actor,
 )
-from imports.mappings.csvfile import CSV_COLUMNS
+from imports.mappings.csvfile import CSV_COLUMNS, mappings_csv_text
 from imports.mappings.rules import Mapping, Problem, mappings_validate
 from imports.models import Datastore, ImportJob, Scan
 from imports.scanning.lookup import prefix_index
@@ -126,6 +129,19 @@ class Command(BaseCommand):
             "--json",
             action="store_true",
             help="one JSON object a line: row, status, study_instance_uid, changes, or code and message",
+        )
+        corrections.add_argument(
+            "--write",
+            action="store_true",
+            help="write one DICOM JSON file per corrected study or series under the input prefix "
+            f"({write.FOLDER}/<sheet id>/<UID>.json) and the mappings CSV to --mappings-out; "
+            "nothing is written when a row has an error",
+        )
+        corrections.add_argument(
+            "--mappings-out",
+            type=Path,
+            help="with --write: the mappings CSV to write, ready for import_job validate --mappings "
+            "and import_job submit --mappings",
         )
         submit = sub.add_parser(
             "submit",
@@ -320,6 +336,12 @@ class Command(BaseCommand):
     def _corrections(self, options: dict[str, Any]) -> None:
         datastore = _datastore(options["datastore"])
         uri = _input_uri(datastore, options.get("input"))
+        if options["write"] != (options["mappings_out"] is not None):
+            raise CommandError(
+                "--write and --mappings-out go together: --write writes the files and the mappings CSV "
+                "named by --mappings-out.",
+                returncode=1,
+            )
         path: Path = options["sheet"]
         try:
             data = path.read_bytes()
@@ -347,11 +369,51 @@ class Command(BaseCommand):
             else:
                 for line in report.row_lines(result):
                     self.stdout.write(line)
-        if not options["json"]:
+        failed = any(r.status == "error" for r in results)
+        if not options["json"] and not (options["write"] and not failed):
             self.stdout.write(report.summary_line(results))
         self.stdout.flush()
-        if any(r.status == "error" for r in results):
+        if options["write"] and not failed:
+            self._corrections_write(options, scan, parsed, results)
+        if failed:
             sys.exit(1)
+
+    def _corrections_write(
+        self,
+        options: dict[str, Any],
+        scan: Scan,
+        parsed: sheet.Sheet,
+        results: list[matching.RowResult],
+    ) -> None:
+        actor = _write_actor()
+        out: Path = options["mappings_out"]
+        existed = out.exists()
+        try:
+            # Opened (not truncated) before anything goes to S3: an unwritable path refuses while nothing is written.
+            stream = out.open("a", encoding="utf-8", newline="")
+        except OSError as error:
+            raise CommandError(
+                f"--mappings-out: {out} cannot be written: {error.strerror}. Nothing was written.",
+                returncode=1,
+            ) from error
+        with stream:
+            try:
+                done = write.corrections_write(
+                    scan=scan, sheet=parsed, results=results, actor=actor
+                )
+            except (write.WriteRefused, write.WriteFailed) as refused:
+                stream.close()
+                if not existed:
+                    out.unlink(missing_ok=True)
+                self.stderr.write(str(refused))
+                sys.exit(1)
+            stream.seek(0)
+            stream.truncate()
+            stream.write(mappings_csv_text(done.mappings))
+        if options["json"]:
+            self.stdout.write(json.dumps(report.written_json(done, str(out))))
+        else:
+            self.stdout.write(report.written_line(done, str(out)))
 
     # --- status -----------------------------------------------------------------------------
 
