@@ -287,14 +287,4 @@ def approvals_void(*, draft: ImportDraft, actor: Actor) -> None:
 
 def job_approval(job: ImportJob) -> DraftApproval | None:
     """The approval the job's draft was confirmed with, if it needed one."""
-    if job.draft_id is None:
-        return None
-    return (
-        DraftApproval.objects.filter(
-            draft_id=job.draft_id,
-            decision=DraftApproval.Decision.APPROVED,
-            voided_at__isnull=True,
-        )
-        .order_by("-created_at", "-id")
-        .first()
-    )
+    return DraftApproval.objects.of_job(job)

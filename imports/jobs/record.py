@@ -22,7 +22,13 @@ from django.utils import timezone
 
 from imports.audit.records import audit_record
 from imports.jobs.request import request_mappings
-from imports.models import AuditEvent, ImportJob, ImportJobResult, ObjectHeader
+from imports.models import (
+    AuditEvent,
+    DraftApproval,
+    ImportJob,
+    ImportJobResult,
+    ObjectHeader,
+)
 from imports.validators import split_s3_uri
 
 FORMAT = "healthimaging-import-record/1"
@@ -36,6 +42,7 @@ FIELDS = (
     "prediction",
     "verification",
     "submitter",
+    "approval",
     "times",
 )
 
@@ -95,6 +102,20 @@ def record_check(record: Any) -> str | None:
     ):
         return "signature"
     return None
+
+
+def _approval(job: ImportJob) -> dict[str, Any] | None:
+    """Who approved the patient changes the job imported (four eyes), or None when none was needed."""
+    approved = DraftApproval.objects.of_job(job)
+    if approved is None:
+        return None
+    return {
+        "approver": approved.approver_username,
+        "reason": approved.reason,
+        "note": approved.note,
+        "draft_version": approved.draft_version,
+        "approved_at": _iso(approved.created_at),
+    }
 
 
 def _iso(value: Any) -> str | None:
@@ -178,6 +199,7 @@ def record_fields(job: ImportJob) -> dict[str, Any]:
             "wrong_predictions": detail.get("wrong_predictions", []),
         },
         "submitter": job.submitted_by.get_username() if job.submitted_by else None,
+        "approval": _approval(job),
         "times": {
             "created_at": _iso(job.created_at),
             "submitted_at": _iso(job.submitted_at),

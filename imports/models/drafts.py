@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from django.db import models
 
@@ -9,6 +11,9 @@ from imports import validators
 from imports.dicom.uids import SERVICE_UID_MAX_LENGTH
 from imports.models.datastores import Datastore
 from imports.models.scans import Scan
+
+if TYPE_CHECKING:
+    from imports.models.jobs import ImportJob
 
 
 class ImportDraft(models.Model):
@@ -147,6 +152,22 @@ class DraftPrediction(models.Model):
         return f"prediction of draft {self.draft_id}: {self.studies_done} of {self.studies_total} studies"
 
 
+class DraftApprovalQuerySet(models.QuerySet["DraftApproval"]):
+    def of_job(self, job: ImportJob) -> DraftApproval | None:
+        """The approval that held when the job's draft was confirmed (a confirmed draft changes no more)."""
+        if job.draft_id is None:
+            return None
+        return (
+            self.filter(
+                draft_id=job.draft_id,
+                decision=DraftApproval.Decision.APPROVED,
+                voided_at__isnull=True,
+            )
+            .order_by("-created_at", "-id")
+            .first()
+        )
+
+
 class DraftApproval(models.Model):
     """A second person's decision on a draft that changes patient data, for one version of it.
 
@@ -179,6 +200,8 @@ class DraftApproval(models.Model):
     note = models.TextField(blank=True, max_length=2000)
     created_at = models.DateTimeField(auto_now_add=True)
     voided_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DraftApprovalQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -2,7 +2,8 @@
 
 The demo prefix was imported once already. An operator composes a second import of it and writes, in the
 editor, a series file that gives one series another PatientID: the confirmation page predicts a non-primary
-image set for that series and names PatientID; once the fork is accepted and the job has ended, the job page
+image set for that series and names PatientID; an administrator approves the patient change (four eyes); once the
+fork is accepted and the job has ended, the job page
 says the prediction was confirmed and every override verified, and the signed record downloaded from it is
 accepted by `import_record verify`, then refused once a field is edited.
 """
@@ -29,7 +30,10 @@ from localaws import democorpus
 from localaws.testing import LocalAWSHandle
 from tests.browser.screens import screenshot
 from tests.browser.test_browser import page, sign_in  # noqa: F401 - the page fixture
-from tests.browser.test_journey import beat  # noqa: F401 - the poller fixture
+from tests.browser.test_journey import (
+    another_tab,
+    beat,  # noqa: F401 - the poller fixture
+)
 from tests.conftest import WorkerProcess
 
 pytestmark = [
@@ -143,6 +147,22 @@ def test_on_the_demo_data_a_patient_id_conflict_is_predicted_then_verified_and_s
     assert OTHER_PATIENT_ID not in forks
     assert "1 non-primary" in page.inner_text("main")
     screenshot(page, "prediction-non-primary")
+    # A PatientID is patient data: a second person approves this version first (issue 19's four eyes).
+    assert page.is_visible("#approval-needed")
+    admin = another_tab(page)
+    sign_in(admin, "admin", "admin-demo")
+    admin.goto(f"/drafts/{draft.pk}/")
+    admin.wait_for_selector("#approval-form")
+    assert "PatientID" in admin.inner_text("#approval")
+    admin.select_option("#approval-form select[name=reason]", "correction")
+    admin.fill("#approval-form [name=note]", "MRN corrected by the RIS")
+    admin.click("#approval-form button[value=approve]")
+    admin.wait_for_selector("#approval-status >> text=Approved by")
+    screenshot(admin, "approval")
+    admin.context.close()
+    page.reload()
+    page.wait_for_selector("#non-primary-series")
+    assert page.locator("#approval-needed").count() == 0
     if page.locator("input[name=acknowledge_warnings]").count():
         page.check("input[name=acknowledge_warnings]")
     page.check("input[name=accept_non_primary]")
@@ -170,6 +190,7 @@ def test_on_the_demo_data_a_patient_id_conflict_is_predicted_then_verified_and_s
     assert int(verified.group(1)) >= 3
     page.reload()
     assert page.is_visible("#prediction-outcome >> text=prediction confirmed")
+    assert "approved by admin" in page.inner_text("#job-approval")
     forked = [
         s
         for s in localaws.image_sets(datastore.datastore_id)
@@ -188,6 +209,8 @@ def test_on_the_demo_data_a_patient_id_conflict_is_predicted_then_verified_and_s
     document = json.loads(path.read_text())
     assert document["prediction"]["confirmed"] is True
     assert document["verification"]["state"] == "verified"
+    assert document["approval"]["approver"] == "admin"
+    assert document["approval"]["reason"] == "correction"
     document["submitter"] = "someone-else"
     path.write_text(json.dumps(document))
     code, out, err = _verify(path)

@@ -80,6 +80,8 @@ def test_the_record_round_trips_and_holds_what_an_auditor_needs(
     assert list(document) == [*record.FIELDS, "signature"]
     assert document["request"] == verified.request
     assert document["submitter"] == "alice"
+    # Its files set no patient attribute: nothing to approve (the walkthrough names an approver).
+    assert document["approval"] is None
     assert [f["path"] for f in document["mapping_files"]["files"]] == sorted(
         [STUDY_FILE, SERIES_FILE]
     )
@@ -103,6 +105,7 @@ def test_the_record_round_trips_and_holds_what_an_auditor_needs(
         (lambda d: d["verification"].update(mismatches=[]) or d["verification"].update(state="x"), "verification"),
         (lambda d: d["files"]["outcomes"][0].update(outcome="failure"), "files"),
         (lambda d: d.update(submitter="mallory"), "submitter"),
+        (lambda d: d.update(approval={"approver": "mallory"}), "approval"),
         (lambda d: d["request"].update(jobName="other"), "request"),
         (lambda d: d["signature"].update(mac="0" * 64), "signature"),
         (lambda d: d.update(extra=1), "extra"),
