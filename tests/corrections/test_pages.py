@@ -6,6 +6,7 @@ Django's test client against the corrections world (tests/corrections/conftest.p
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -31,6 +32,9 @@ GOOD = (
     "DUP,PAT-A,,PAT-A2,\n"
     ",PAT-M,patient,PAT-Z,\n"
 )
+
+
+QUERIES = 12
 
 
 @pytest.fixture
@@ -74,15 +78,21 @@ def written(localaws: LocalAWSHandle) -> list[str]:
     return [o["Key"] for o in listed.get("Contents", [])] + [h.key for h in recorded]
 
 
-def stored(localaws: LocalAWSHandle, key: str) -> dict:
+def stored(localaws: LocalAWSHandle, key: str) -> dict[str, Any]:
     body = localaws.s3_client().get_object(Bucket=BUCKET, Key=PREFIX + key)["Body"]
-    return json.loads(body.read())
+    document: dict[str, Any] = json.loads(body.read())
+    return document
 
 
 def test_the_review_shows_the_diff_and_summary_with_patient_values_masked(
-    draft: ImportDraft, client_alice: Client, localaws: LocalAWSHandle
+    draft: ImportDraft,
+    client_alice: Client,
+    localaws: LocalAWSHandle,
+    django_assert_max_num_queries: Any,
 ) -> None:
-    response = upload(client_alice, draft, GOOD)
+    # The index is read whole, not a query per row (imports.corrections.matching).
+    with django_assert_max_num_queries(QUERIES):
+        response = upload(client_alice, draft, GOOD)
     assert response.status_code == 200
     page = response.content.decode()
     review = response.context["review"]
@@ -116,6 +126,37 @@ def test_a_revealed_draft_shows_the_patient_values_of_the_review(
     page = upload(client_alice, draft, GOOD).content.decode()
     for shown in ("“000987” ×2", "→ “000988”", "→ “PAT-Z”"):
         assert shown in page
+
+
+def test_revealing_from_the_review_is_audited_and_shows_it_again_unmasked(
+    draft: ImportDraft, client_alice: Client
+) -> None:
+    upload(client_alice, draft, GOOD)
+    response = client_alice.post(
+        reverse("imports:draft_reveal", kwargs={"pk": draft.pk}),
+        {"back": "corrections"},
+    )
+    review_url = reverse("imports:draft_corrections", kwargs={"pk": draft.pk})
+    assert response["Location"] == review_url
+    event = AuditEvent.objects.get(action=AuditEvent.Action.PHI_REVEALED)
+    assert f"the correction sheet review of import draft {draft.pk}" in event.summary
+    assert "→ “PAT-Z”" in client_alice.get(review_url).content.decode()
+    client_alice.post(
+        reverse("imports:draft_reveal", kwargs={"pk": draft.pk}),
+        {"back": "corrections", "hide": "1"},
+    )
+    assert "→ “PAT-Z”" not in client_alice.get(review_url).content.decode()
+
+
+def test_the_review_without_a_sheet_held_goes_back_to_the_composer(
+    draft: ImportDraft, client_alice: Client
+) -> None:
+    response = client_alice.get(
+        reverse("imports:draft_corrections", kwargs={"pk": draft.pk})
+    )
+    assert response["Location"] == reverse(
+        "imports:draft_detail", kwargs={"pk": draft.pk}
+    )
 
 
 def test_a_refused_sheet_shows_each_row_and_column_and_writes_nothing(
