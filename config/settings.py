@@ -369,6 +369,9 @@ CELERY_TASK_ROUTES = {
     "imports.job_ingest_results": {"queue": "poll"},
     "imports.jobs_sync_external": {"queue": "poll"},
     "imports.job_notify": {"queue": "poll"},
+    "imports.campaign_notify": {"queue": "poll"},
+    # Deleting staging copies calls S3, as staging them does.
+    "imports.campaign_staging_delete": {"queue": "scan"},
     # A campaign's staging copies read and write S3, as scans do.
     "imports.campaign_stage": {"queue": "scan"},
 }
@@ -465,6 +468,10 @@ JOBS_PENDING_REQUEUE_S = env.int("JOBS_PENDING_REQUEUE_S", default=60)
 # the days staged copies are expected to stay before clean-up (the plan's storage cost in GB-days).
 CAMPAIGN_STAGE_RETRY_S = env.float("CAMPAIGN_STAGE_RETRY_S", default=10.0)
 CAMPAIGN_STAGING_DAYS = env.float("CAMPAIGN_STAGING_DAYS", default=7.0)
+# Delete a campaign's staging copies by itself once it ends (else on request: the campaign page, `campaign clean`).
+CAMPAIGN_STAGING_DELETE_ON_END = env.bool(
+    "CAMPAIGN_STAGING_DELETE_ON_END", default=False
+)
 JOBS_REQUEUE_BATCH = env.int("JOBS_REQUEUE_BATCH", default=100)
 # Polling: GetDICOMImportJob calls per beat run (every 2 s: at most 10/s, well under AWS's 25/s).
 JOBS_POLL_BUDGET = env.int("JOBS_POLL_BUDGET", default=20)

@@ -34,6 +34,8 @@ JOB_VERIFY = "imports.job_verify"
 DRAFT_PREDICT = "imports.draft_predict"
 CAMPAIGN_STAGE = "imports.campaign_stage"
 CAMPAIGN_ADVANCE = "imports.campaign_advance"
+CAMPAIGN_NOTIFY = "imports.campaign_notify"
+CAMPAIGN_STAGING_DELETE = "imports.campaign_staging_delete"
 TASK_NAMES = (
     SCAN_PREFIX,
     SCAN_CHUNK,
@@ -44,6 +46,8 @@ TASK_NAMES = (
     DRAFT_PREDICT,
     CAMPAIGN_STAGE,
     CAMPAIGN_ADVANCE,
+    CAMPAIGN_NOTIFY,
+    CAMPAIGN_STAGING_DELETE,
 )
 
 

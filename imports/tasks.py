@@ -7,6 +7,7 @@ from typing import Any
 from celery import Task, shared_task
 
 from imports.campaigns import accounting as campaigns
+from imports.campaigns import cleanup as campaigncleanup
 from imports.campaigns import staging as campaignstaging
 from imports.drafts import prediction_runs
 from imports.jobs import results as jobresults
@@ -170,6 +171,29 @@ def campaign_stage(self: Task[Any, Any], campaign_job_id: int) -> None:
 def campaign_advance(campaign_id: int) -> None:
     # Each job is handed over by a conditional UPDATE and an idempotency key: a duplicate message hands none twice.
     campaigns.campaign_advance(campaign_id=campaign_id)
+
+
+@shared_task(
+    name="imports.campaign_notify", acks_late=True, soft_time_limit=90, time_limit=120
+)
+def campaign_notify(campaign_id: int) -> None:
+    # Sent once: campaign_notify claims the campaign's notified_at with a conditional UPDATE first.
+    campaigns.campaign_notify(campaign_id=campaign_id)
+
+
+@shared_task(
+    name="imports.campaign_staging_delete",
+    acks_late=True,
+    soft_time_limit=60 * 60,
+    time_limit=60 * 60 + 60,
+)
+def campaign_staging_delete(campaign_id: int) -> None:
+    # The clean-up claims the campaign first, so a duplicate message deletes nothing twice.
+    try:
+        campaigncleanup.campaign_staging_delete(campaign_id=campaign_id, actor=None)
+    except campaigncleanup.CleanupRefused:
+        # Not ended, staged nothing, or cleaned already: there is nothing for this message to do.
+        return
 
 
 @shared_task(

@@ -71,6 +71,7 @@ urlpatterns = [
     path(
         "campaigns/<int:pk>/cancel/", campaigns.campaign_cancel, name="campaign_cancel"
     ),
+    path("campaigns/<int:pk>/clean/", campaigns.campaign_clean, name="campaign_clean"),
     # /drafts/
     path("drafts/", drafts.draft_list, name="draft_list"),
     path("drafts/new/", drafts.draft_new, name="draft_new"),

@@ -13,10 +13,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Count, Q
+from django.urls import reverse
 from django.utils import timezone
 
+from imports.enqueue import CAMPAIGN_NOTIFY, CAMPAIGN_STAGING_DELETE, enqueue_task
 from imports.jobs import submit as jobs
 from imports.jobs.derived import SameRequest
 from imports.jobs.request import InvalidJobRequest, job_request_build
@@ -279,9 +283,56 @@ def _finish(campaign: Campaign) -> None:
             if counts["unaccounted"] == 0
             else Campaign.State.ENDED
         )
-    Campaign.objects.filter(
+    ended = Campaign.objects.filter(
         pk=campaign.pk, state=campaign.state, ended_at__isnull=True
     ).update(state=state, ended_at=timezone.now())
+    if ended:
+        enqueue_task(CAMPAIGN_NOTIFY, campaign.pk)
+        if campaign.staging_uri and settings.CAMPAIGN_STAGING_DELETE_ON_END:
+            enqueue_task(CAMPAIGN_STAGING_DELETE, campaign.pk)
+
+
+def campaign_notify(*, campaign_id: int) -> bool:
+    """Tell the campaign's creator how it ended, once. True if an email went out.
+
+    Counts and a link only: no keys, no UIDs, no patient values leave the dashboard.
+    """
+    campaign = (
+        Campaign.objects.select_related("created_by", "datastore")
+        .filter(pk=campaign_id)
+        .first()
+    )
+    if (
+        campaign is None
+        or campaign.ended_at is None
+        or campaign.created_by is None
+        or not campaign.created_by.email
+    ):
+        return False
+    if not Campaign.objects.filter(pk=campaign.pk, notified_at__isnull=True).update(
+        notified_at=timezone.now()
+    ):
+        return False
+    counts = campaign_counts(campaign=campaign)
+    link = settings.SITE_URL.rstrip("/") + reverse(
+        "imports:campaign_detail", args=[campaign.pk]
+    )
+    lines = [
+        f"Campaign {campaign.pk} into “{campaign.datastore.name}”: {campaign.get_state_display()}.",
+        "",
+        f"Jobs: {counts['jobs']}. Objects: {counts['objects']}: imported {counts['imported']}, "
+        f"failed {counts['failed']}, skipped {counts['skipped']}, not imported {counts['not_imported']}, "
+        f"not accounted for {counts['unaccounted']}.",
+        "",
+        f"Details: {link}",
+    ]
+    send_mail(
+        subject=f"Campaign {campaign.pk}: {campaign.get_state_display()}",
+        message="\n".join(lines),
+        from_email=None,
+        recipient_list=[campaign.created_by.email],
+    )
+    return True
 
 
 def campaign_counts(*, campaign: Campaign) -> dict[str, Any]:

@@ -287,4 +287,4 @@ def approvals_void(*, draft: ImportDraft, actor: Actor) -> None:
 
 def job_approval(job: ImportJob) -> DraftApproval | None:
     """The approval the job's draft was confirmed with, if it needed one."""
-    return DraftApproval.objects.of_job(job)
+    return DraftApproval.objects.of_confirmed_draft(job.draft_id)

@@ -106,7 +106,7 @@ def record_check(record: Any) -> str | None:
 
 def _approval(job: ImportJob) -> dict[str, Any] | None:
     """Who approved the patient changes the job imported (four eyes), or None when none was needed."""
-    approved = DraftApproval.objects.of_job(job)
+    approved = DraftApproval.objects.of_confirmed_draft(job.draft_id)
     if approved is None:
         return None
     return {

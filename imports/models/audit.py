@@ -81,6 +81,10 @@ class AuditEvent(models.Model):
         CAMPAIGN_RESUMED = "campaign.resumed", "Campaign resumed"
         CAMPAIGN_CANCELLED = "campaign.cancelled", "Campaign cancelled"
         CAMPAIGN_RETRIED = "campaign.retried", "Campaign's failed files retried"
+        CAMPAIGN_STAGING_DELETED = (
+            "campaign.staging_deleted",
+            "Campaign's staging copies deleted",
+        )
         EXPORTED = "data.exported", "Data exported"
 
     created_at = models.DateTimeField(

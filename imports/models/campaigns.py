@@ -42,6 +42,10 @@ class Campaign(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    # When its creator was told by email that it ended; set once, by the conditional UPDATE that sends it.
+    notified_at = models.DateTimeField(null=True, blank=True)
+    # When its staging copies were deleted (imports.campaigns.cleanup); set by the run that claims the clean-up.
+    staging_deleted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -126,6 +130,8 @@ class CampaignCopy(models.Model):
         PENDING = "pending", "Waiting"
         COPIED = "copied", "Copied"
         FAILED = "failed", "Failed"
+        # Deleted from the staging prefix once the campaign ended (imports.campaigns.cleanup).
+        DELETED = "deleted", "Deleted"
 
     job = models.ForeignKey(
         CampaignJob, on_delete=models.CASCADE, related_name="copies"

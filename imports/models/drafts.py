@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from django.conf import settings
 from django.db import models
 
@@ -11,9 +9,6 @@ from imports import validators
 from imports.dicom.uids import SERVICE_UID_MAX_LENGTH
 from imports.models.datastores import Datastore
 from imports.models.scans import Scan
-
-if TYPE_CHECKING:
-    from imports.models.jobs import ImportJob
 
 
 class ImportDraft(models.Model):
@@ -153,13 +148,13 @@ class DraftPrediction(models.Model):
 
 
 class DraftApprovalQuerySet(models.QuerySet["DraftApproval"]):
-    def of_job(self, job: ImportJob) -> DraftApproval | None:
-        """The approval that held when the job's draft was confirmed (a confirmed draft changes no more)."""
-        if job.draft_id is None:
+    def of_confirmed_draft(self, draft_id: int | None) -> DraftApproval | None:
+        """The approval that held when the draft was confirmed (a confirmed draft changes no more)."""
+        if draft_id is None:
             return None
         return (
             self.filter(
-                draft_id=job.draft_id,
+                draft_id=draft_id,
                 decision=DraftApproval.Decision.APPROVED,
                 voided_at__isnull=True,
             )

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
 from imports.audit import records as audit
-from imports.campaigns import accounting, retry, selectors, services
+from imports.campaigns import accounting, cleanup, retry, selectors, services
 from imports.forms.campaigns import CampaignObjectFilterForm, CampaignPlanForm
 from imports.models import Campaign
 from imports.views.common import (
@@ -251,6 +251,30 @@ def campaign_start(request: HttpRequest, pk: int) -> HttpResponse:
             f"Campaign {campaign.pk} is {campaign.get_state_display().lower()}: it was started already, and "
             "nothing was submitted again.",
         )
+    return redirect("imports:campaign_detail", pk=campaign.pk)
+
+
+@require_POST
+@permission_required("imports.import_to_datastore")
+def campaign_clean(request: HttpRequest, pk: int) -> HttpResponse:
+    """Delete an ended campaign's staging copies (audited); what S3 kept is said and can be asked again."""
+    campaign = _get_campaign_for_user(request, pk)
+    try:
+        done = cleanup.campaign_staging_delete(
+            campaign_id=campaign.pk, actor=request.user
+        )
+    except cleanup.CleanupRefused as refused:
+        messages.error(request, str(refused))
+        return redirect("imports:campaign_detail", pk=campaign.pk)
+    kept = done.failed + done.refused
+    if kept:
+        messages.warning(
+            request,
+            f"{done.deleted:,} staging copies deleted; {kept:,} kept (their reasons are in the copies' list). "
+            "Delete them again to retry.",
+        )
+    else:
+        messages.success(request, f"{done.deleted:,} staging copies deleted.")
     return redirect("imports:campaign_detail", pk=campaign.pk)
 
 

@@ -104,6 +104,7 @@ EXPECTED: dict[str, tuple[Rule, Rule]] = {
     "imports:campaign_pause": (None, OPERATOR),
     "imports:campaign_resume": (None, OPERATOR),
     "imports:campaign_cancel": (None, OPERATOR),
+    "imports:campaign_clean": (None, OPERATOR),
     "imports:audit_list": (VIEWER, None),
     "imports:audit_export": (VIEWER, None),
     "imports:audit_export_jsonl": (VIEWER, None),

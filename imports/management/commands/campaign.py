@@ -1,17 +1,19 @@
-"""`python manage.py campaign plan|start|pause|resume|cancel|status`: archive campaigns from a shell (issue 21).
+"""`python manage.py campaign plan|start|pause|resume|cancel|status|clean`: archive campaigns from a shell (issue 21).
 
     campaign plan --datastore NAME --input URI [--input URI ...] [--mappings FILE] [--max-files N]
                   [--max-bytes N] [--staging URI] [--json]
     campaign start ID
     campaign pause|resume|cancel ID
     campaign status ID [--wait] [--json]
+    campaign clean ID
 
 `plan` works from the latest completed scan of each input (exit 1, saying so, when there is none), stores the plan
 and prints a table; with --json one object per planned job (`job`, `input`, `files`, `bytes`, `mappings`,
 `staged`), then `{"campaign": ID, "jobs": n, "objects": n, "staged_objects": n}`. Nothing runs until `start`,
 which is refused (exit 1) when a source changed since its scan. `status` prints `{"campaign", "state", "jobs",
 "objects", "imported", "failed", "skipped", "not_imported", "unaccounted"}` with --json; --wait advances the
-campaign until it ends and exits 0 only when it is Completed (every object accounted for), 1 otherwise.
+campaign until it ends and exits 0 only when it is Completed (every object accounted for), 1 otherwise. `clean`
+deletes an ended campaign's staging copies (exit 1 when it has not ended, or some copies were kept).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from imports.campaigns import accounting, services
+from imports.campaigns import accounting, cleanup, services
 from imports.management.import_job_shared import _datastore
 from imports.mappings.csvfile import CSV_COLUMNS, CsvRefused, mappings_read_csv
 from imports.mappings.rules import Mapping
@@ -79,6 +81,9 @@ class Command(BaseCommand):
             ("cancel", "Submit nothing more; jobs at AWS run to their end."),
         ):
             sub.add_parser(name, help=text).add_argument("id", type=int)
+        sub.add_parser(
+            "clean", help="Delete an ended campaign's staging copies (audited)."
+        ).add_argument("id", type=int)
         status = sub.add_parser("status", help="What became of the campaign's objects.")
         status.add_argument("id", type=int)
         status.add_argument(
@@ -228,6 +233,27 @@ class Command(BaseCommand):
 
     def _cancel(self, options: dict[str, Any]) -> None:
         self._change(options, services.campaign_cancel, "cancelled")
+
+    def _clean(self, options: dict[str, Any]) -> None:
+        campaign = self._campaign(options["id"])
+        try:
+            done = cleanup.campaign_staging_delete(campaign_id=campaign.pk, actor=None)
+        except cleanup.CleanupRefused as refused:
+            raise CommandError(str(refused), returncode=1) from None
+        self.stdout.write(
+            f"Campaign {campaign.pk}: {done.deleted:,} staging copies deleted"
+            + (
+                f", {done.failed + done.refused:,} kept (see the campaign page)"
+                if done.failed + done.refused
+                else ""
+            )
+            + "."
+        )
+        if done.failed or done.refused:
+            raise CommandError(
+                "Some staging copies could not be deleted; run it again to retry them.",
+                returncode=1,
+            )
 
     def _status(self, options: dict[str, Any]) -> None:
         campaign = self._campaign(options["id"])
