@@ -6,6 +6,7 @@ from imports.views import (
     audit,
     browse,
     campaigns,
+    corrections,
     dashboard,
     drafts,
     editor,
@@ -87,6 +88,16 @@ urlpatterns = [
     path("drafts/<int:pk>/mappings.csv", drafts.draft_export, name="draft_export"),
     path("drafts/<int:pk>/settings/", drafts.draft_settings, name="draft_settings"),
     path("drafts/<int:pk>/approve/", drafts.draft_approve, name="draft_approve"),
+    path(
+        "drafts/<int:pk>/corrections/",
+        corrections.draft_corrections,
+        name="draft_corrections",
+    ),
+    path(
+        "drafts/<int:pk>/corrections/write/",
+        corrections.draft_corrections_write,
+        name="draft_corrections_write",
+    ),
     path(
         "drafts/<int:pk>/refresh/",
         drafts.draft_refresh_index,

@@ -395,21 +395,35 @@ def draft_map_written_file(
     The editor records the file in the draft's scan before calling this (editor._record_written), so validation
     finds it at that ETag like any scanned file.
     """
+    return draft_map_written_files(
+        draft=draft,
+        actor=actor,
+        version=version,
+        files=[(study, series, path, etag) for study, series in targets],
+        summary=f"Mapped {path}, written in the metadata editor",
+    )
+
+
+def draft_map_written_files(
+    *,
+    draft: ImportDraft,
+    actor: Actor,
+    version: int,
+    files: Sequence[tuple[str, str, str, str]],
+    summary: str,
+) -> ImportDraft:
+    """Map files just written and recorded in the draft's scan, each (study, series, path, ETag), as one change."""
     if draft.scan is None:
         raise DraftRefused(
             "This draft has no scan of its input prefix; refresh the index."
         )
     known = _known_targets(draft)
-    if not targets or any(target not in known for target in targets):
+    if not files or any((study, series) not in known for study, series, _, _ in files):
         raise DraftRefused(
             "A chosen series or study is not in the scan of the input prefix; reload the page."
         )
     return _apply(
-        draft=draft,
-        actor=actor,
-        version=version,
-        upserts=[(study, series, path, etag) for study, series in targets],
-        summary=f"Mapped {path}, written in the metadata editor",
+        draft=draft, actor=actor, version=version, upserts=files, summary=summary
     )
 
 

@@ -56,6 +56,7 @@ REFUSAL_PLACES = {
     "draft_assign": "assign",
     "draft_upload_csv": "csv",
     "draft_settings": "settings",
+    "draft_corrections": "corrections",
 }
 EDIT_PERMISSION = "imports.import_to_datastore"
 REVEAL_PERMISSION = "imports.reveal_phi"
@@ -174,7 +175,7 @@ def draft_from_scan(request: HttpRequest, pk: int) -> HttpResponse:
 # --- The composer ---------------------------------------------------------------------------
 
 
-def _composer_response(
+def composer_response(
     request: HtmxHttpRequest,
     draft: ImportDraft,
     *,
@@ -245,7 +246,7 @@ def _refusal_place(request: HttpRequest, draft: ImportDraft, status: int) -> str
 
 @require_GET
 def draft_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    return _composer_response(request, get_draft_for_user(request, pk))
+    return composer_response(request, get_draft_for_user(request, pk))
 
 
 @require_GET
@@ -276,11 +277,11 @@ def _changed(
     try:
         updated = change(draft=draft, actor=request.user, **kwargs)
     except drafts.DraftConflict as conflict:
-        return _composer_response(
+        return composer_response(
             request, conflict.current, status=CONFLICT, refusal=str(conflict)
         )
     except drafts.DraftRefused as refused:
-        return _composer_response(
+        return composer_response(
             request,
             draft,
             status=REFUSED,
@@ -288,7 +289,7 @@ def _changed(
             refusal_problems=refused.problems,
         )
     if request.htmx:
-        return _composer_response(request, updated, undo=undo)
+        return composer_response(request, updated, undo=undo)
     return _back_to_composer(request, draft)
 
 
@@ -324,7 +325,7 @@ def _form_refused(
     for error in form.errors.get("version", []):
         # The page sends the version it showed: a bad one means the page was incomplete or altered.
         reasons.append(f"Draft version: {error} Reload the page.")
-    return _composer_response(
+    return composer_response(
         request,
         draft,
         status=REFUSED,
@@ -332,7 +333,7 @@ def _form_refused(
     )
 
 
-def _editable_draft(request: HttpRequest, pk: int) -> ImportDraft:
+def editable_draft(request: HttpRequest, pk: int) -> ImportDraft:
     if not request.user.has_perm(EDIT_PERMISSION):
         raise PermissionDenied(EDIT_PERMISSION)
     return get_draft_for_user(request, pk)
@@ -353,7 +354,7 @@ def _targets(draft: ImportDraft) -> list[str]:
 
 @require_POST
 def draft_assign(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    draft = _editable_draft(request, pk)
+    draft = editable_draft(request, pk)
     form = DraftAssignForm(request.POST, targets=_targets(draft))
     if not form.is_valid():
         return _form_refused(request, draft, form)
@@ -369,7 +370,7 @@ def draft_assign(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def draft_unmap(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    draft = _editable_draft(request, pk)
+    draft = editable_draft(request, pk)
     form = DraftUnmapForm(request.POST)
     if not form.is_valid():
         return _form_refused(request, draft, form)
@@ -393,7 +394,7 @@ def draft_unmap(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def draft_accept_suggestions(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    draft = _editable_draft(request, pk)
+    draft = editable_draft(request, pk)
     form = DraftVersionForm(request.POST)
     if not form.is_valid():
         return _form_refused(request, draft, form)
@@ -407,7 +408,7 @@ def draft_accept_suggestions(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def draft_upload_csv(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    draft = _editable_draft(request, pk)
+    draft = editable_draft(request, pk)
     form = DraftCsvForm(request.POST, request.FILES)
     if not form.is_valid():
         return _form_refused(request, draft, form)
@@ -433,7 +434,7 @@ def draft_approve(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             f"{form.fields[name].label or name.capitalize()}: {' '.join(str(e) for e in errors)}"
             for name, errors in form.errors.items()
         )
-        return _composer_response(
+        return composer_response(
             request,
             draft,
             status=REFUSED,
@@ -451,7 +452,7 @@ def draft_approve(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             note=form.cleaned_data["note"],
         )
     except approval.ApprovalRefused as refused:
-        return _composer_response(
+        return composer_response(
             request, draft, status=REFUSED, refusal=str(refused), approval_form=form
         )
     return _back_to_composer(request, draft)
@@ -459,10 +460,10 @@ def draft_approve(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def draft_settings(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    draft = _editable_draft(request, pk)
+    draft = editable_draft(request, pk)
     form = DraftSettingsForm(request.POST)
     if not form.is_valid():
-        return _composer_response(
+        return composer_response(
             request,
             draft,
             status=REFUSED,
@@ -481,7 +482,7 @@ def draft_settings(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def draft_refresh_index(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    draft = _editable_draft(request, pk)
+    draft = editable_draft(request, pk)
     form = DraftVersionForm(request.POST)
     if not form.is_valid():
         return _form_refused(request, draft, form)
@@ -490,7 +491,7 @@ def draft_refresh_index(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             draft=draft, actor=request.user, version=form.cleaned_data["version"]
         )
     except drafts.DraftConflict as conflict:
-        return _composer_response(
+        return composer_response(
             request, conflict.current, status=CONFLICT, refusal=str(conflict)
         )
     return redirect("imports:draft_detail", pk=draft.pk)
@@ -499,7 +500,7 @@ def draft_refresh_index(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def draft_delete(request: HttpRequest, pk: int) -> HttpResponse:
     """GET asks (a deleted draft cannot come back); POST deletes."""
-    draft = _editable_draft(request, pk)
+    draft = editable_draft(request, pk)
     if request.method == "GET":
         return render(
             request,

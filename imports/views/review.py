@@ -96,7 +96,9 @@ def _affected_series(draft: ImportDraft) -> list[ScanSeries]:
 def draft_reveal(request: HttpRequest, pk: int) -> HttpResponse:
     """Reveal (audited) or mask again the patient values of a draft's preview and metadata editor."""
     draft = get_draft_for_user(request, pk)
-    in_editor = request.POST.get("back") == "editor"
+    back = request.POST.get("back")
+    in_editor = back == "editor"
+    where = {"editor": "metadata editor", "corrections": "correction sheet review"}
     revealed = set(request.session.get(REVEALED_SESSION_KEY, []))
     if request.POST.get("hide"):
         revealed.discard(draft.pk)
@@ -104,7 +106,7 @@ def draft_reveal(request: HttpRequest, pk: int) -> HttpResponse:
         audit.phi_reveal(
             actor=request.user,
             target=draft,
-            where=f"the {'metadata editor' if in_editor else 'preview'} of import draft {draft.pk}",
+            where=f"the {where.get(back or '', 'preview')} of import draft {draft.pk}",
         )
         revealed.add(draft.pk)
     request.session[REVEALED_SESSION_KEY] = sorted(revealed)
@@ -124,6 +126,8 @@ def draft_reveal(request: HttpRequest, pk: int) -> HttpResponse:
             + "?"
             + urlencode({k: v for k, v in opened.items() if v})
         )
+    if back == "corrections":
+        return redirect("imports:draft_corrections", pk=draft.pk)
     series = composer_pages(request).get("series", "")
     return redirect(
         reverse("imports:draft_preview", kwargs={"pk": draft.pk})

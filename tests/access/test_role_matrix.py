@@ -67,6 +67,9 @@ EXPECTED: dict[str, tuple[Rule, Rule]] = {
     # Approving patient changes: the Approver grant, which administrators hold too (the matrix's roles
     # hold no separate Approver group; tests/drafts/test_approval.py covers one).
     "imports:draft_approve": (None, ADMINISTRATOR),
+    # A correction sheet: reviewed (GET: the one the session holds, else back to the draft) and written.
+    "imports:draft_corrections": (OPERATOR, OPERATOR),
+    "imports:draft_corrections_write": (None, OPERATOR),
     "imports:draft_refresh_index": (None, OPERATOR),
     "imports:draft_delete": (OPERATOR, OPERATOR),
     "imports:draft_preview": (VIEWER, None),
