@@ -7,8 +7,10 @@ Starts localaws in this process on a free port and uses a throwaway SQLite datab
 tenth study a second instance that spells StudyDescription another way, so the counts query runs), scans the
 prefix, then measures, server side:
 - reading the sheet (`corrections.sheet.sheet_read`), as CSV and as XLSX, one row per study keyed by accession;
-- matching and diffing it against the scan (`corrections.matching.corrections_match`), with its query count.
-It prints a Markdown table and exits 0: a measurement, not a test. Writing (the 30 s target) is a later slice.
+- matching and diffing it against the scan (`corrections.matching.corrections_match`), with its query count;
+- writing the files (`corrections.write.corrections_write`: one conditional PutObject a study, recorded in the scan
+  and audited), once, with `--latency-ms` on every S3 request (localaws's fault API).
+It prints a Markdown table and exits 0: a measurement, not a test.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import io
 import os
 import platform
 import statistics
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,6 +32,7 @@ BUCKET = "corrections-bench"
 PREFIX = "incoming/"
 REGION = "us-east-1"
 TARGET_MS = 2000.0
+WRITE_TARGET_S = 30.0
 
 
 def setup_django(database_url: str | None) -> None:
@@ -89,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--studies", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--database-url")
+    parser.add_argument("--latency-ms", type=float, default=20.0)
     args = parser.parse_args(argv)
 
     from localaws.server import LocalAWS
@@ -103,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from imports.corrections.matching import corrections_match
     from imports.corrections.sheet import sheet_read
+    from imports.corrections.write import corrections_write
     from imports.scanning import control, run
+    from localaws.testing import LocalAWSHandle
 
     upload(args.studies)
     scan, _ = control.scan_start(
@@ -134,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     with CaptureQueriesContext(connection) as queries:
         corrections_match(scan=scan, sheet=parsed)
+    handle = LocalAWSHandle(server)
+    handle.add_fault(service="s3", latency_ms=args.latency_ms)
+    handle.clear_calls()
+    started = time.perf_counter()
+    written = corrections_write(scan=scan, sheet=parsed, results=results, actor=None)
+    write_s = time.perf_counter() - started
+    puts = len(handle.calls("s3", "PutObject"))
     server.stop()
     statuses = {
         s: sum(r.status == s for r in results) for s in ("ok", "unchanged", "error")
@@ -158,10 +172,18 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| {name} | {statistics.median(times):,.0f} | {p95(times):,.0f} | {target} | {notes} |"
         )
+    print(
+        f"| Write {len(written.files):,} files, {args.latency_ms:g} ms on every S3 request | "
+        f"{write_s * 1000:,.0f} | (one run) | < {WRITE_TARGET_S * 1000:,.0f} | {puts:,} PutObject |"
+    )
     total = statistics.median(csv_times) + statistics.median(match_times)
     verdict = "met" if total < TARGET_MS else "missed"
     print(
         f"\nRead, match and diff (CSV): {total:,.0f} ms, target < {TARGET_MS:,.0f} ms: {verdict}."
+    )
+    print(
+        f"Write: {write_s:,.1f} s, target < {WRITE_TARGET_S:g} s: "
+        f"{'met' if write_s < WRITE_TARGET_S else 'missed'}."
     )
     return 0
 
