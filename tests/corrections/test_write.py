@@ -14,9 +14,12 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 
 from imports.aws import client as aws
+from imports.aws import image_sets
 from imports.corrections import matching, sheet, write
 from imports.drafts import approval
 from imports.drafts import services as drafts
+from imports.jobs import request as jobrequest
+from imports.jobs import submit as jobs
 from imports.mappings.csvfile import mappings_read_csv
 from imports.models import AuditEvent, Datastore, ObjectHeader, Scan, ScanStudy
 from localaws.testing import LocalAWSHandle
@@ -26,6 +29,7 @@ from tests.corrections.conftest import (
     MERGE_1_SERIES_2,
     MERGE_2,
     MERGE_3,
+    TWIN_A,
     TWIN_B,
     ZEROS,
 )
@@ -344,3 +348,67 @@ def test_a_sheet_that_changes_nothing_writes_no_file_and_a_header_only_csv(
     assert "No row changes anything: no file was written" in stdout
     assert out.read_text() == "studyInstanceUID,seriesInstanceUID,metadataFilePath\n"
     assert not [c for c in localaws.calls("s3") if c["operation"] == "PutObject"]
+
+
+def test_a_uid_row_a_series_row_and_a_three_study_merge_reach_the_stored_metadata(
+    store: Datastore,
+    write_sheet: Callable[[str], Path],
+    localaws: LocalAWSHandle,
+    tmp_path: Path,
+) -> None:
+    """Written, mapped, submitted through the dashboard's own submission and found in the image sets HealthImaging
+    (localaws) made: what the issue asks of each kind of row beyond the accession-keyed one (the browser
+    walkthrough imports that one)."""
+    store.datastore_id = localaws.create_datastore()
+    store.save()
+    localaws.create_bucket(store.output_s3_uri.split("/")[2])
+    sheet_path = write_sheet(
+        "StudyInstanceUID,SeriesInstanceUID,PatientID,Scope,StudyDescription,SeriesDescription,PatientName\n"
+        f"{TWIN_B},,,,MR KNEE LEFT,,\n"
+        f",{MERGE_1_SERIES_2},,,,second series,\n"
+        ",,PAT-M,patient,,,Merged^Patient\n"
+    )
+    out = tmp_path / "mappings.csv"
+    code, _, stderr = write_run(sheet_path, out)
+    assert code == 0, stderr
+    job = jobs.job_create(
+        actor=None,
+        draft=None,
+        datastore=store,
+        request=jobrequest.job_request_build(
+            datastore=store, mappings=mappings_read_csv(out.read_bytes())
+        ),
+        idempotency_key="corrections-import",
+    )
+    jobs.job_submit(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.aws_job_id
+    props = localaws.wait_for_job(store.datastore_id, job.aws_job_id, timeout=60)
+    assert props["jobStatus"] == "COMPLETED", props.get("message")
+    by_series = {
+        s["seriesInstanceUID"]: s["imageSetId"]
+        for s in localaws.image_sets(store.datastore_id)
+    }
+
+    def attribute(series: str, level: str, keyword: str) -> Any:
+        # Read as the verification reads it: GetImageSetMetadata, keyed by attribute name.
+        metadata = image_sets.get_image_set_metadata(
+            region=store.region,
+            datastore_id=store.datastore_id,
+            image_set_id=by_series[series],
+        )
+        holder = (
+            metadata["Study"]["Series"][series]["DICOM"]
+            if level == "series"
+            else metadata[level]["DICOM"]
+        )
+        return holder.get(keyword)
+
+    assert attribute(f"{TWIN_B}.1", "Study", "StudyDescription") == "MR KNEE LEFT"
+    assert attribute(MERGE_1_SERIES_2, "series", "SeriesDescription") == "second series"
+    # The series row set its series only: the study's other series keeps its own description.
+    assert attribute(f"{MERGE_1}.1", "series", "SeriesDescription") == "series 1"
+    for series in (f"{MERGE_1}.1", MERGE_1_SERIES_2, f"{MERGE_2}.1", f"{MERGE_3}.1"):
+        assert attribute(series, "Patient", "PatientName") == "Merged^Patient", series
+    # Not in the sheet: untouched.
+    assert attribute(f"{TWIN_A}.1", "Patient", "PatientName") == "Patient^PAT-A"
