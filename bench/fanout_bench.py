@@ -1,9 +1,10 @@
 """Benchmark of one scan fanned out over Celery worker processes (issue 20, "Performance").
 
     python -m bench.fanout_bench [--objects 20000] [--size-kb 64] [--latency-ms 20] [--processes 1,2,4]
+                                 [--database-url postgres://…]
 
 localaws runs in a child process (bench.scan_bench's ProcessServer) with `latency_ms` on every S3 request; the
-database is a throwaway SQLite file and the broker the embedded file-system one, both under var/bench/. For each
+database is a throwaway SQLite file (or `--database-url`'s, flushed first) and the broker the embedded file-system one, both under var/bench/. For each
 process count it empties the scan cache, starts `celery worker -P prefork --concurrency P -Q scan`, starts one
 scan of the prefix from this process (the coordinator and its chunk tasks run on the worker), waits for it to
 end and stops the worker. Objects/s is from the scan's start to its end; CPU is the worker's (the main process
@@ -224,6 +225,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size-kb", type=int, default=64)
     parser.add_argument("--latency-ms", type=float, default=20)
     parser.add_argument("--processes", default="1,2,4")
+    parser.add_argument(
+        "--database-url",
+        help="a database of its own (flushed first), e.g. PostgreSQL; a throwaway SQLite file otherwise",
+    )
     parser.add_argument("--threads", type=int, default=16, help="upload threads")
     args = parser.parse_args(argv)
     args.process_counts = [int(p) for p in args.processes.split(",")]
@@ -234,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     server = ProcessServer()
     try:
-        db = prepare_environment(server.endpoint_url, None)
+        db = prepare_environment(server.endpoint_url, None, args.database_url)
         print(f"localaws at {server.endpoint_url}; throwaway database {db}")
         started = time.perf_counter()
         upload(args.objects, args.size_kb * KiB, args.threads)

@@ -232,8 +232,11 @@ def serve_until_stdin_closes() -> int:
 # --- Environment ----------------------------------------------------------------------------------------------
 
 
-def prepare_environment(endpoint_url: str, first_read_kb: int | None) -> Path:
-    """Point boto3 at localaws and Django at a fresh SQLite file, then migrate it. Must run before Django loads."""
+def prepare_environment(
+    endpoint_url: str, first_read_kb: int | None, database_url: str | None = None
+) -> Path | str:
+    """Point boto3 at localaws and Django at a fresh SQLite file (or `database_url`, flushed first), then migrate
+    it. Must run before Django loads."""
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     db = BENCH_DIR / "bench.sqlite3"
     for stale in BENCH_DIR.glob("bench.sqlite3*"):
@@ -245,7 +248,7 @@ def prepare_environment(endpoint_url: str, first_read_kb: int | None) -> Path:
             "AWS_SECRET_ACCESS_KEY": "localaws",
             "AWS_DEFAULT_REGION": REGION,
             # Assigned, not defaulted: an exported DATABASE_URL must never send the benchmark to a real database.
-            "DATABASE_URL": f"sqlite:///{db}",
+            "DATABASE_URL": database_url or f"sqlite:///{db}",
             "DJANGO_SETTINGS_MODULE": "tests.settings",
             "CELERY_FILESYSTEM_DIR": str(BENCH_DIR / "celery"),
         }
@@ -258,6 +261,9 @@ def prepare_environment(endpoint_url: str, first_read_kb: int | None) -> Path:
 
     django.setup()
     call_command("migrate", verbosity=0)
+    if database_url:
+        call_command("flush", interactive=False, verbosity=0)
+        return database_url.split("@")[-1]
     return db
 
 
