@@ -8,14 +8,19 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from imports.forms.fields import BoundedIntegerField, validate_typed_s3_uri
+from imports.mappings.csvfile import CsvRefused, mappings_read_csv
+from imports.mappings.rules import Mapping
 from imports.models import CampaignObject, Datastore
 from imports.validators import S3_URI_MAX_LENGTH
 
 # More sources than this is a list better given to `campaign plan` from a file.
 MAX_INPUTS = 50
+# A mappings CSV of the campaign's largest plan (a mapping a study, tens of thousands of studies) fits in this.
+MAX_MAPPINGS_BYTES = 10 * 1024 * 1024
 # The service's refusals name the command line's options; on the page each goes to its field.
 OPTION_FIELDS = {
     "--input": "inputs",
+    "--mappings": "mappings",
     "--staging": "staging",
     "--max-files": "max_files",
     "--max-bytes": "max_bytes",
@@ -65,6 +70,12 @@ class CampaignPlanForm(forms.Form):
         max_value=10**15,
         help_text="Default: the datastore's quota (10,000,000,000 is 10 GB).",
     )
+    mappings = forms.FileField(
+        label="Mappings CSV",
+        required=False,
+        help_text="Optional: studyInstanceUID, seriesInstanceUID, metadataFilePath, as `import_job corrections "
+        "--write` and the composer's export write it; each file must lie under one of the folders.",
+    )
     staging = forms.CharField(
         label="Staging prefix",
         required=False,
@@ -94,6 +105,23 @@ class CampaignPlanForm(forms.Form):
         if problems:
             raise ValidationError(problems)
         return lines
+
+    def clean_mappings(self) -> list[Mapping]:
+        upload = self.cleaned_data.get("mappings")
+        if not upload:
+            return []
+        if upload.size > MAX_MAPPINGS_BYTES:
+            raise ValidationError(
+                f"the file is {upload.size:,} bytes; a mappings CSV may be at most {MAX_MAPPINGS_BYTES:,} bytes "
+                "(larger with `python manage.py campaign plan --mappings`)."
+            )
+        try:
+            return mappings_read_csv(upload.read())
+        except CsvRefused as refused:
+            raise ValidationError(
+                [str(refused)]
+                + [f"row {p.row}, {p.field}: {p.message}" for p in refused.problems]
+            ) from None
 
     def clean_staging(self) -> str:
         uri = str(self.cleaned_data["staging"]).strip()

@@ -62,7 +62,7 @@ def _list(
 @permission_required("imports.import_to_datastore")
 def campaign_plan(request: HttpRequest) -> HttpResponse:
     """Plan a campaign from the page's form (nothing runs): its page shows the plan and Start."""
-    form = CampaignPlanForm(request.POST)
+    form = CampaignPlanForm(request.POST, request.FILES)
     if form.is_valid():
         data = form.cleaned_data
         try:
@@ -70,6 +70,7 @@ def campaign_plan(request: HttpRequest) -> HttpResponse:
                 actor=request.user,
                 datastore=data["datastore"],
                 inputs=data["inputs"],
+                mappings=data["mappings"],
                 max_files=data["max_files"],
                 max_bytes=data["max_bytes"],
                 staging_uri=data["staging"],

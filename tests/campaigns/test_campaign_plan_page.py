@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
 from imports.models import AuditEvent, Campaign, Datastore
 from localaws.testing import LocalAWSHandle
-from tests.campaigns.conftest import ARCHIVE, OBJECTS, STAGING
+from tests.campaigns.conftest import ARCHIVE, OBJECTS, STAGING, STUDY1
 
 pytestmark = pytest.mark.django_db
 
@@ -165,3 +166,45 @@ def test_start_from_the_page_runs_once(
         e.actor_username
         for e in AuditEvent.objects.filter(action=AuditEvent.Action.CAMPAIGN_STARTED)
     ] == ["alice"]
+
+
+def test_a_mappings_csv_uploaded_with_the_plan_maps_its_jobs(
+    client_alice: Client, archive: Datastore
+) -> None:
+    csv = SimpleUploadedFile(
+        "mappings.csv",
+        f"studyInstanceUID,seriesInstanceUID,metadataFilePath\n{STUDY1},,meta/study1.json\n".encode(),
+        content_type="text/csv",
+    )
+    response = client_alice.post(PLAN, {**form(archive), "mappings": csv})
+    assert response.status_code == 302
+    campaign = Campaign.objects.get()
+    mapped = [m for job in campaign.jobs.all() for m in job.mappings]
+    assert mapped
+    assert {m["metadataFilePath"].rsplit("/", 1)[-1] for m in mapped} == {"study1.json"}
+
+
+def test_a_malformed_mappings_csv_is_refused_on_its_field_and_nothing_is_stored(
+    client_alice: Client, archive: Datastore
+) -> None:
+    csv = SimpleUploadedFile(
+        "mappings.csv",
+        b"studyInstanceUID,seriesInstanceUID,metadataFilePath\nnot-a-uid,,meta/study1.json\n",
+        content_type="text/csv",
+    )
+    page = refused(client_alice, {**form(archive), "mappings": csv})
+    errors = field_errors(page, "mappings")
+    assert "row 1, studyInstanceUID" in errors
+    assert "only digits 0-9" in errors
+
+
+def test_a_mapped_file_under_no_folder_is_refused_on_the_mappings_field(
+    client_alice: Client, archive: Datastore
+) -> None:
+    csv = SimpleUploadedFile(
+        "mappings.csv",
+        f"studyInstanceUID,seriesInstanceUID,metadataFilePath\n{STUDY1},,elsewhere/study1.json\n".encode(),
+        content_type="text/csv",
+    )
+    page = refused(client_alice, {**form(archive), "mappings": csv})
+    assert "is under none of the inputs" in field_errors(page, "mappings")
