@@ -7,6 +7,7 @@ is missing fails instead of skipping, so CI cannot pass by testing less.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 from django.apps import apps as django_apps
@@ -230,8 +231,37 @@ def celery_worker_process(
     on the same machine never takes their messages.
     """
     worker = start_celery_worker(django_db_blocker, tmp_path_factory, localaws_server)
+    _SESSION_WORKER.append(
+        (worker, (django_db_blocker, tmp_path_factory, localaws_server))
+    )
     yield worker
+    _SESSION_WORKER.clear()
     stop_celery_worker(worker)
+
+
+# The session's worker and what started it, while it runs (celery_worker_process).
+_SESSION_WORKER: list[tuple[WorkerProcess, tuple[Any, Any, LocalAWS]]] = []
+
+
+@contextlib.contextmanager
+def session_worker_paused() -> Iterator[None]:
+    """Stop the session's worker (if an earlier test started it) while a test runs workers of its own.
+
+    Every worker consumes the app's queues, so a test that needs its tasks on a worker with other settings (a
+    prefork pool, small chunks) would otherwise share them with the session's worker, and what it asserts
+    would depend on which worker took a message. The session's worker comes back afterwards, in the same
+    WorkerProcess object, so the tests that hold it go on using it.
+    """
+    if not _SESSION_WORKER:
+        yield
+        return
+    worker, started_with = _SESSION_WORKER[0]
+    stop_celery_worker(worker)
+    try:
+        yield
+    finally:
+        again = start_celery_worker(*started_with)
+        worker.process, worker.queue, worker.log = again.process, again.queue, again.log
 
 
 @pytest.fixture

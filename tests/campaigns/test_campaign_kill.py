@@ -20,6 +20,7 @@ from localaws.testing import LocalAWSHandle
 from tests.campaigns.conftest import ARCHIVE, STAGING
 from tests.conftest import (
     WorkerProcess,
+    session_worker_paused,
     start_celery_worker,
     stop_celery_worker,
     wait_for,
@@ -35,15 +36,17 @@ def one_process_worker(
     tmp_path_factory: pytest.TempPathFactory,
     localaws_server: LocalAWS,
 ) -> Iterator[WorkerProcess]:
-    # One pool process, so the one to kill is the one staging.
-    worker = start_celery_worker(
-        django_db_blocker,
-        tmp_path_factory,
-        localaws_server,
-        pool=("-P", "prefork", "--concurrency", "1"),
-    )
-    yield worker
-    stop_celery_worker(worker)
+    # Only this worker takes the app's queues while it runs (tests/conftest.py says why).
+    with session_worker_paused():
+        # One pool process, so the one to kill is the one staging.
+        worker = start_celery_worker(
+            django_db_blocker,
+            tmp_path_factory,
+            localaws_server,
+            pool=("-P", "prefork", "--concurrency", "1"),
+        )
+        yield worker
+        stop_celery_worker(worker)
 
 
 def test_a_worker_killed_mid_staging_leaves_every_copy_made_once_and_the_job_staged(

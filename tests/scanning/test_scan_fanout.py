@@ -22,6 +22,7 @@ from localaws.server import LocalAWS
 from localaws.testing import LocalAWSHandle, dicom_bytes
 from tests.conftest import (
     WorkerProcess,
+    session_worker_paused,
     start_celery_worker,
     stop_celery_worker,
     wait_for,
@@ -47,15 +48,17 @@ def prefork_worker(
     tmp_path_factory: pytest.TempPathFactory,
     localaws_server: LocalAWS,
 ) -> Iterator[WorkerProcess]:
-    worker = start_celery_worker(
-        django_db_blocker,
-        tmp_path_factory,
-        localaws_server,
-        pool=("-P", "prefork", "--concurrency", "2"),
-        environment=WORKER_ENVIRONMENT,
-    )
-    yield worker
-    stop_celery_worker(worker)
+    # Only this worker takes the app's queues while it runs (tests/conftest.py says why).
+    with session_worker_paused():
+        worker = start_celery_worker(
+            django_db_blocker,
+            tmp_path_factory,
+            localaws_server,
+            pool=("-P", "prefork", "--concurrency", "2"),
+            environment=WORKER_ENVIRONMENT,
+        )
+        yield worker
+        stop_celery_worker(worker)
 
 
 def _put_objects(localaws: LocalAWSHandle, count: int) -> None:
