@@ -197,7 +197,9 @@ def draft_decide(
         )
     with transaction.atomic():
         current = (
-            ImportDraft.objects.select_for_update()
+            # Only the draft's row is locked: PostgreSQL refuses FOR UPDATE on the nullable side of the
+            # outer joins that select_related makes for the scan, the owner and the last author.
+            ImportDraft.objects.select_for_update(of=("self",))
             .select_related("datastore", "scan", "owner", "changed_by")
             .get(pk=draft.pk)
         )
