@@ -78,6 +78,17 @@ def record_sign(fields: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def record_text(record: dict[str, Any]) -> str:
+    """The record as a file for an auditor: its fields in FIELDS order, then the signature.
+
+    PostgreSQL's jsonb keeps an object's keys in its own order (shortest first), so the stored record comes back
+    reordered; the digests do not depend on the order, but a reader should find the fields as documented.
+    """
+    ordered = {name: record[name] for name in (*FIELDS, "signature") if name in record}
+    ordered.update({k: v for k, v in record.items() if k not in ordered})
+    return json.dumps(ordered, indent=2, ensure_ascii=False)
+
+
 def record_check(record: Any) -> str | None:
     """None when the record is intact; else the first field (in FIELDS order) that changed, or `signature`."""
     if not isinstance(record, dict):

@@ -20,6 +20,7 @@ from django_htmx.http import HTMX_STOP_POLLING
 from imports.audit import records as audit
 from imports.drafts import approval, from_job
 from imports.forms import JobFilterForm, JobResultFilterForm
+from imports.jobs import record as import_record
 from imports.jobs import submit as jobs
 from imports.jobs import verification
 from imports.jobs.image_sets import job_image_sets_page
@@ -275,7 +276,7 @@ def job_record_download(request: HttpRequest, pk: int) -> HttpResponse:
         target=job,
     )
     response = HttpResponse(
-        json.dumps(job.record, indent=2, ensure_ascii=False),
+        import_record.record_text(job.record),
         content_type="application/json; charset=utf-8",
     )
     response["Content-Disposition"] = (

@@ -50,7 +50,7 @@ class Command(BaseCommand):
                 f"(its verification: {job.get_verification_display().lower()}).",
                 returncode=1,
             )
-        text = json.dumps(job.record, indent=2, ensure_ascii=False) + "\n"
+        text = import_record.record_text(job.record) + "\n"
         output: Path | None = options.get("output")
         if output is None:
             self.stdout.write(text, ending="")
